@@ -1,0 +1,1 @@
+"""Subcommand families of ``nado``; each module defines ``register(subparsers)``."""
