@@ -1,0 +1,222 @@
+"""Noise-aware training of the connection weights by BPTT (eq. (5)).
+
+:func:`train_network` builds a :class:`~nado.network.model.Network` on the given
+twins (frozen) and fits its weights with :func:`fit`, which also trains the
+software references (:mod:`nado.network.software`). Full BPTT runs each batch
+of whole sequences; truncated BPTT (``config.tbptt = K``) draws random segments
+of ``burn_in + K`` steps, evolves the burn-in under ``torch.no_grad()`` and
+back-propagates through the K-step window only, starting from the burn-in's last
+observables. History: ``{epoch, loss, val, lr, val_metric, best_epoch, seconds}``
+(one entry per epoch; ``val`` is accuracy, or nmse for regression).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..errors import ConfigError
+from .config import TrainConfig
+from .data import TaskData, as_task_data, metrics
+from .model import Network
+from .software import SoftwareNetwork
+
+
+def train_network(twins_by_layer: Sequence, task_data: Any, config: TrainConfig | dict | None = None, *,
+                  seed: int = 0) -> tuple[Network, dict]:
+    """Build a network of ``twins_by_layer`` (one twin per hidden layer) and train its weights."""
+    config = _config(config)
+    task = as_task_data(task_data)
+    if len(twins_by_layer) != len(config.nodes):
+        raise ConfigError(f"network.nodes has {len(config.nodes)} layers but {len(twins_by_layer)} twins given")
+    net = Network(twins_by_layer, config.nodes, task.n_inputs, task.n_outputs, pi=config.pi_specs(),
+                  bias=config.bias, init_gain=config.init_gain, seed=seed)
+    return net, fit(net, task, config, seed=seed)
+
+
+def train_software(task_data: Any, config: TrainConfig | dict | None = None, *, kind: str = "leaky",
+                   seed: int = 0) -> tuple[SoftwareNetwork, dict]:
+    """Train a static or leaky-integrator MLP of shape ``config.nodes`` on the same data."""
+    config = _config(config)
+    task = as_task_data(task_data)
+    net = SoftwareNetwork(task.n_inputs, config.nodes, task.n_outputs, kind=kind, seed=seed)
+    return net, fit(net, task, config, seed=seed)
+
+
+def _config(config) -> TrainConfig:
+    return config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+
+
+def loss_kind(config: TrainConfig, task: TaskData) -> str:
+    if config.loss != "auto":
+        return config.loss
+    return "ce_last" if task.kind == "classification" else "mse"
+
+
+def readout_steps(config: TrainConfig, task: TaskData, T: int) -> tuple[int, int]:
+    """Steps ``[lo, hi)`` the classification readout averages (last step unless ce_window)."""
+    if loss_kind(config, task) == "ce_window" and config.window is not None:
+        return config.window
+    return (T - 1, T)
+
+
+def task_loss(kind: str, out: torch.Tensor, y: torch.Tensor, steps: tuple[int, int], washout: int = 0):
+    """Loss of outputs ``(B, T', C)``: cross-entropy over ``steps`` (relative) or MSE after washout."""
+    if kind == "mse":
+        return F.mse_loss(out[:, washout:], y[:, washout:])
+    lo, hi = steps
+    o = out[:, lo:hi]
+    return F.cross_entropy(o.reshape(-1, o.shape[-1]), y.repeat_interleave(o.shape[1]))
+
+
+def split_validation(task: TaskData, config: TrainConfig, seed: int) -> TaskData:
+    """Hold out ``val_fraction`` of the training set when the task has no validation split."""
+    if task.x_val is not None or config.val_fraction <= 0 or task.x_train.shape[0] < 5:
+        return task
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(task.x_train.shape[0])
+    n_val = max(1, int(round(config.val_fraction * len(idx))))
+    v, t = idx[:n_val], idx[n_val:]
+    from dataclasses import replace
+    return replace(task, x_train=task.x_train[t], y_train=task.y_train[t],
+                   x_val=task.x_train[v], y_val=task.y_train[v])
+
+
+def predict(model, x: np.ndarray, *, noise: bool = True, seed: int = 0, batch_size: int = 512,
+            keep_activities: bool = False) -> tuple[np.ndarray, list[np.ndarray] | None]:
+    """Run ``model`` on ``x`` ``(N, T, F)`` without gradients -> outputs ``(N, T, C)`` (+ activities)."""
+    gen = torch.Generator().manual_seed(int(seed))
+    outs, acts = [], []
+    with torch.no_grad():
+        for i in range(0, x.shape[0], batch_size):
+            r = model(torch.as_tensor(x[i:i + batch_size], dtype=torch.float32), noise=noise, generator=gen)
+            outs.append(r.outputs.numpy())
+            if keep_activities:
+                acts.append([a.numpy() for a in r.activities])
+    if not keep_activities:
+        return np.concatenate(outs), None
+    return np.concatenate(outs), [np.concatenate([a[l] for a in acts]) for l in range(len(acts[0]))]
+
+
+def evaluate(model, task: TaskData, config: TrainConfig, split: str = "test", *, noise: bool | None = None,
+             seed: int = 0) -> dict[str, Any]:
+    """Metric dict of ``model`` on ``split`` in simulation (noise as trained unless given)."""
+    x = getattr(task, f"x_{split}")
+    out, _ = predict(model, x, noise=config.noise if noise is None else noise, seed=seed,
+                     batch_size=config.eval_batch)
+    return metrics(task, out, split, readout_steps(config, task, x.shape[1]))
+
+
+def _score(task: TaskData, m: dict) -> float:
+    """Higher is better: accuracy, or -nmse."""
+    return m["accuracy"] if task.kind == "classification" else -m["nmse"]
+
+
+def _batches(task: TaskData, config: TrainConfig, rng: np.random.Generator, kind: str):
+    """Yield ``(x, y, x_burn, steps, washout)`` tensors for one epoch."""
+    x, y = task.x_train, task.y_train
+    N, T = x.shape[:2]
+    if config.tbptt is None:
+        idx = rng.permutation(N)
+        steps = readout_steps(config, task, T)
+        for i in range(0, N, config.batch_size):
+            b = idx[i:i + config.batch_size]
+            yield x[b], y[b], None, steps, config.washout
+        return
+    K, burn = int(config.tbptt), int(config.burn_in)
+    if burn + K > T:
+        raise ConfigError(f"train.burn_in + train.tbptt = {burn + K} steps exceed the sequence length {T}")
+    lo_abs, hi_abs = readout_steps(config, task, T) if kind != "mse" else (0, T)
+    # segment windows [s+burn, s+burn+K) must overlap the loss steps [lo_abs, hi_abs)
+    starts = np.arange(0, T - burn - K + 1)
+    starts = starts[(starts + burn + K > lo_abs) & (starts + burn < hi_abs)]
+    if starts.size == 0:
+        raise ConfigError("no truncated-BPTT segment overlaps the loss window; shorten burn_in or widen window")
+    n_seg = int(config.segments_per_epoch)
+    for i in range(0, n_seg, config.batch_size):
+        m = min(config.batch_size, n_seg - i)
+        seq = rng.integers(0, N, m)
+        st = rng.choice(starts, m)
+        grid = st[:, None] + np.arange(burn + K)[None, :]
+        xs = x[seq[:, None], grid]
+        if kind == "mse":
+            ys = y[seq[:, None], grid[:, burn:]]
+            wash = max(0, config.washout - int(st.min()) - burn)
+            yield xs[:, burn:], ys, xs[:, :burn] if burn else None, None, min(wash, K - 1)
+        else:
+            # the loss steps inside this window, relative to it (same for the batch: use the first)
+            lo = max(lo_abs - (int(st[0]) + burn), 0)
+            hi = min(hi_abs - (int(st[0]) + burn), K)
+            if hi <= lo:
+                continue
+            yield xs[:, burn:], y[seq], xs[:, :burn] if burn else None, (lo, hi), 0
+
+
+def fit(model, task_data: Any, config: TrainConfig | dict | None = None, *, seed: int = 0) -> dict:
+    """Train ``model``'s trainable parameters with Adam; return the history dict."""
+    config = _config(config)
+    task = split_validation(as_task_data(task_data), config, seed)
+    if config.max_train is not None and task.x_train.shape[0] > config.max_train:
+        from dataclasses import replace
+        task = replace(task, x_train=task.x_train[:config.max_train], y_train=task.y_train[:config.max_train])
+    kind = loss_kind(config, task)
+    if (kind == "mse") != (task.kind == "regression"):
+        raise ConfigError(f"loss {kind!r} does not fit a {task.kind} task")
+    torch.manual_seed(int(seed))
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(int(seed) + 1)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs) if config.schedule == "cosine"
+             else torch.optim.lr_scheduler.StepLR(opt, config.step_size, config.gamma)
+             if config.schedule == "step" else None)
+    hist: dict[str, Any] = {"epoch": [], "loss": [], "val": [], "lr": [],
+                            "val_metric": "accuracy" if task.kind == "classification" else "nmse",
+                            "best_epoch": None, "loss_kind": kind}
+    best, best_state, since = -np.inf, None, 0
+    t0 = time.perf_counter()
+    bar = tqdm(range(config.epochs), desc="train", disable=not config.progress, leave=False)
+    for epoch in bar:
+        model.train()
+        losses = []
+        for xb, yb, xburn, steps, wash in _batches(task, config, rng, kind):
+            x0 = None
+            if xburn is not None:
+                with torch.no_grad():
+                    x0 = model(torch.as_tensor(xburn, dtype=torch.float32), noise=config.noise, generator=gen).last_obs
+            out = model(torch.as_tensor(xb, dtype=torch.float32), noise=config.noise, generator=gen,
+                        x0=x0).outputs
+            yt = torch.as_tensor(yb, dtype=torch.float32 if kind == "mse" else torch.long)
+            loss = task_loss(kind, out, yt, steps, wash)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.clip_norm:
+                torch.nn.utils.clip_grad_norm_(params, config.clip_norm)
+            opt.step()
+            losses.append(float(loss.detach()))
+        if sched is not None:
+            sched.step()
+        model.eval()
+        val = evaluate(model, task, config, "val" if task.x_val is not None else "train", seed=seed + 7)
+        score = _score(task, val)
+        hist["epoch"].append(epoch)
+        hist["loss"].append(float(np.mean(losses)) if losses else float("nan"))
+        hist["val"].append(float(val[hist["val_metric"]]))
+        hist["lr"].append(float(opt.param_groups[0]["lr"]))
+        bar.set_postfix(loss=f"{hist['loss'][-1]:.4g}", val=f"{hist['val'][-1]:.4g}")
+        if score > best:
+            best, since, hist["best_epoch"] = score, 0, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            since += 1
+            if config.patience is not None and since >= config.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    hist["seconds"] = time.perf_counter() - t0
+    return hist
