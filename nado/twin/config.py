@@ -1,0 +1,135 @@
+"""Twin configuration: the architecture and the normalisation constants, as plain JSON-able data.
+
+A :class:`TwinConfig` fully determines the shapes of a twin's ``state_dict``, so a checkpoint is
+the state_dict plus ``config.to_dict()`` (see :mod:`nado.twin.checkpoint`).
+
+Units: inputs ``s`` and observables ``x`` are in the rig's physical units (e.g. Oe, ohm). Time is
+counted in *steps* (one input sample = 1.0); ``substeps`` splits each step into equal dyadic
+integration steps ``h = 1 / substeps``. Auxiliary timescales ``tau`` are in steps too.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+
+from nado.errors import ConfigError
+
+CONFIG_VERSION = 1
+KINDS = ("ode", "sde")
+METHODS = {"ode": ("euler", "rk4"), "sde": ("euler", "heun")}
+
+
+@dataclass(frozen=True)
+class TwinConfig:
+    """Architecture of a neural-ODE (``kind="ode"``) or neural-SDE (``kind="sde"``) twin.
+
+    - ``n_in``, ``n_obs``: input and observable channels; ``n_delay``: delays in the embedding
+      ``y = (x(t), ..., x(t - n_delay))`` (NRA 5, ASVI 0); ``n_aux``: auxiliary noise variables
+      (SDE only; 0 for an ODE).
+    - ``width``, ``depth``: hidden width and number of hidden layers of the drift MLP ``f`` and
+      of the diffusion MLP ``g``.
+    - ``method``: ``"euler"`` or ``"rk4"`` (ODE), ``"euler"`` (Euler-Maruyama) or ``"heun"``
+      (stochastic Heun, Stratonovich) for an SDE; ``substeps``: integration steps per input sample
+      (a power of two keeps ``h`` dyadic).
+    - ``input_lo``/``input_hi`` (n_in,): the active range, mapped to [-1, 1] inside the twin;
+      ``obs_mean``/``obs_std`` (n_obs,): observables are standardised with these inside the twin.
+    - ``n_reset``: number of stored reset samples (the measured distribution of ``x`` after reset).
+    - ``tau0``, ``tau_ratio``: the auxiliary timescales start at ``tau0 / tau_ratio**k`` steps.
+    """
+
+    kind: str
+    n_in: int
+    n_obs: int
+    n_delay: int = 5
+    n_aux: int = 10
+    width: int = 64
+    depth: int = 2
+    method: str = "euler"
+    substeps: int = 1
+    input_lo: tuple[float, ...] = ()
+    input_hi: tuple[float, ...] = ()
+    obs_mean: tuple[float, ...] = ()
+    obs_std: tuple[float, ...] = ()
+    n_reset: int = 1
+    tau0: float = 0.6
+    tau_ratio: float = 0.7
+
+    def __post_init__(self) -> None:
+        def bad(key: str, why: str) -> ConfigError:
+            return ConfigError(f"TwinConfig.{key}: {why}")
+
+        if self.kind not in KINDS:
+            raise bad("kind", f"must be one of {KINDS}, got {self.kind!r}")
+        if self.method not in METHODS[self.kind]:
+            raise bad("method", f"a {self.kind} twin supports {METHODS[self.kind]}, got {self.method!r}")
+        for key in ("n_in", "n_obs", "width", "depth", "substeps", "n_reset"):
+            if int(getattr(self, key)) < 1:
+                raise bad(key, f"must be >= 1, got {getattr(self, key)!r}")
+        if self.n_delay < 0 or self.n_aux < 0:
+            raise bad("n_delay/n_aux", "must be >= 0")
+        if self.kind == "ode" and self.n_aux != 0:
+            raise bad("n_aux", "an ODE twin has no auxiliary variables; set n_aux=0")
+        # Normalisation tuples: default to the identity map, coerce to float tuples.
+        defaults = {"input_lo": (-1.0,) * self.n_in, "input_hi": (1.0,) * self.n_in,
+                    "obs_mean": (0.0,) * self.n_obs, "obs_std": (1.0,) * self.n_obs}
+        for key, default in defaults.items():
+            value = getattr(self, key)
+            value = default if len(value) == 0 else tuple(float(v) for v in np.asarray(value).ravel())
+            if len(value) != len(default):
+                raise bad(key, f"needs {len(default)} values, got {len(value)}")
+            if not all(math.isfinite(v) for v in value):
+                raise bad(key, "values must be finite")
+            object.__setattr__(self, key, value)
+        if any(hi <= lo for lo, hi in zip(self.input_lo, self.input_hi)):
+            raise bad("input_hi", "each input_hi must exceed input_lo (the active range)")
+        if any(sd <= 0 for sd in self.obs_std):
+            raise bad("obs_std", "standard deviations must be > 0")
+        if not (self.tau0 > 0 and 0 < self.tau_ratio <= 1):
+            raise bad("tau0/tau_ratio", "need tau0 > 0 and 0 < tau_ratio <= 1")
+
+    @property
+    def state_dim(self) -> int:
+        """Size of the delay-embedded observable state ``y``: ``n_obs * (n_delay + 1)``."""
+        return self.n_obs * (self.n_delay + 1)
+
+    @property
+    def n_noise(self) -> int:
+        """Number of Wiener processes (diagonal noise): ``n_obs + n_aux`` for an SDE, else 0."""
+        return self.n_obs + self.n_aux if self.kind == "sde" else 0
+
+    @property
+    def h(self) -> float:
+        """Integration step in steps (input samples)."""
+        return 1.0 / self.substeps
+
+    def replace(self, **changes: Any) -> "TwinConfig":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict including ``version``."""
+        d = asdict(self)
+        for key in ("input_lo", "input_hi", "obs_mean", "obs_std"):
+            d[key] = list(d[key])
+        d["version"] = CONFIG_VERSION
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TwinConfig":
+        """Inverse of :meth:`to_dict`; raises ConfigError on a wrong version or unknown keys."""
+        d = dict(d)
+        version = d.pop("version", None)
+        if version != CONFIG_VERSION:
+            raise ConfigError(f"twin config version {version!r} is not supported (this nado reads "
+                              f"version {CONFIG_VERSION}); refit the twin with this nado")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"twin config has unknown keys {unknown}; it was written by another "
+                              "nado version")
+        for key in ("input_lo", "input_hi", "obs_mean", "obs_std"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)
