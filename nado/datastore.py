@@ -176,8 +176,12 @@ class DatasetWriter:
         """Committed rows of ``section``."""
         return int(self._f[section].attrs["rows_done"])
 
-    def write(self, section: str, arrays: dict[str, np.ndarray]) -> int:
-        """Append a block of rows to ``section`` right after its committed rows; return rows_done."""
+    def write(self, section: str, arrays: dict[str, np.ndarray],
+              attrs: dict[str, Any] | None = None) -> int:
+        """Append a block of rows to ``section`` right after its committed rows; return rows_done.
+
+        ``attrs`` (e.g. the running ``instrument_s``) are stored in the same commit.
+        """
         g = self._f[section]
         spec = self.layout.shapes()[section]
         if set(arrays) != set(spec):
@@ -203,6 +207,8 @@ class DatasetWriter:
             keep = np.concatenate([keep, row])
             sums.resize((len(keep),))
             sums[:] = keep
+        if attrs:
+            self.set_attrs(attrs)
         g.attrs["rows_done"] = stop
         self._f.flush()
         return stop
@@ -217,6 +223,9 @@ class DatasetWriter:
             self.set_attrs(attrs)
         self._f.flush()
         self._f.attrs["complete"] = True
+        self._f.flush()
+
+    def flush(self) -> None:
         self._f.flush()
 
     def close(self) -> None:
@@ -247,6 +256,16 @@ def _open(path: Path, mode: str):
         raise DatasetError(f"{path} has dataset format version {version}; this nado reads version "
                            f"{FORMAT_VERSION}. Collect it again with this version")
     return f
+
+
+def stored_plan(path: str | Path) -> tuple[bool, Any]:
+    """``(complete, plan)`` of an existing dataset file (plan None when absent)."""
+    f = _open(Path(path), "r")
+    try:
+        plan = json.loads(str(f.attrs["plan"])) if "plan" in f.attrs else None
+        return bool(f.attrs.get("complete", False)), plan
+    finally:
+        f.close()
 
 
 def read_file(path: str | Path, *, verify: bool = True, allow_incomplete: bool = False):
