@@ -1,0 +1,135 @@
+"""Networks of twins: h, pi, gradients, truncated BPTT, training beats chance."""
+import numpy as np
+import pytest
+import torch
+
+from nado.errors import ConfigError
+from nado.network import Network, PiSpec, TrainConfig, evaluate, train_network, train_software
+from nado.network.data import as_task_data
+from nado.network.toytwin import ToyTwin
+
+
+def _digits_task(n_train=400, n_test=200, T=3, seed=0):
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(d.data))[:n_train + n_test]
+    X, y = d.data[idx] / 16.0, d.target[idx]
+    masks = np.stack([rng.permutation(64) % T == t for t in range(T)])
+    seq = np.stack([X * m for m in masks], 1).astype(np.float32)
+    return dict(kind="classification", x_train=seq[:n_train], y_train=y[:n_train],
+                x_test=seq[n_train:], y_test=y[n_train:], n_classes=10)
+
+
+def test_h_maps_into_active_range():
+    tw = ToyTwin(input_lo=10.0, input_hi=80.0)
+    net = Network([tw], [5], 3, 2, seed=0)
+    z = torch.randn(4, 6, 3) * 1e3                       # huge pre-activations
+    s = net.layer_inputs(0, z)
+    assert s.shape == (4, 6, 5, 1)
+    s = s.detach()
+    assert float(s.min()) >= 10.0 and float(s.max()) <= 80.0
+    mid = net.maps[0].h(torch.zeros(1))
+    assert float(mid) == pytest.approx(45.0)
+
+
+def test_pi_delays_channels_and_projection():
+    tw = ToyTwin(n_obs=3, obs_mean=1.0, obs_std=2.0)
+    net = Network([tw], [2], 1, 1, pi=PiSpec(delays=(0, 2), channels=(0, 2)))
+    assert net.maps[0].features == 4
+    obs = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
+    init = torch.full((2, 3), 5.0)
+    z = net.maps[0].pi(obs, init)
+    assert z.shape == (2, 4, 4)
+    torch.testing.assert_close(z[:, :, 0], (obs[:, :, 0] - 1) / 2)
+    torch.testing.assert_close(z[:, 0, 2], torch.full((2,), 2.0))            # delay 2 at t=0 -> initial
+    torch.testing.assert_close(z[:, 3, 2], (obs[:, 1, 0] - 1) / 2)
+    proj = Network([tw], [2], 1, 1, pi=PiSpec(project=2)).maps[0]
+    assert proj.features == 2
+    with pytest.raises(ConfigError, match="channels"):
+        Network([tw], [2], 1, 1, pi=PiSpec(channels=(5,)))
+
+
+def test_gradients_reach_only_the_weights():
+    tw = ToyTwin()
+    net = Network([tw, tw], [4, 3], 2, 2, seed=1)
+    out = net(torch.rand(5, 6, 2), generator=torch.Generator().manual_seed(0))
+    assert out.outputs.shape == (5, 6, 2)
+    assert [a.shape[-1] for a in out.activities] == [4, 3]
+    out.outputs.square().sum().backward()
+    assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in net.parameters())
+    assert all(not p.requires_grad and p.grad is None for p in tw.parameters())
+    assert not any(n.startswith("twins") for n, _ in net.named_parameters())
+
+
+def test_noise_switch_and_seeds():
+    tw = ToyTwin(noise_std=0.2)
+    net = Network([tw], [4], 1, 1, seed=0)
+    x = torch.rand(3, 5, 1)
+    a = net(x, generator=torch.Generator().manual_seed(3)).outputs
+    b = net(x, generator=torch.Generator().manual_seed(3)).outputs
+    c = net(x, generator=torch.Generator().manual_seed(4)).outputs
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c)
+    x0 = [torch.zeros(12, 1)]
+    d1 = net(x, noise=False, x0=x0, generator=torch.Generator().manual_seed(1)).outputs
+    d2 = net(x, noise=False, x0=x0, generator=torch.Generator().manual_seed(2)).outputs
+    torch.testing.assert_close(d1, d2)
+
+
+def test_truncated_bptt_burn_in_has_no_grad(monkeypatch):
+    """The trainer evolves the burn-in without autograd and continues from its last state."""
+    tw = ToyTwin(noise_std=0.01)
+    T = 40
+    t = np.arange(T + 3)
+    x = np.sin(0.3 * t)[None, :T, None].astype(np.float32)
+    y = np.sin(0.3 * (t[3:] ))[None, :, None].astype(np.float32)
+    task = dict(kind="regression", x_train=x, y_train=y, x_test=x, y_test=y)
+    seen = []
+    orig = Network.forward
+
+    def spy(self, xb, **kw):
+        out = orig(self, xb, **kw)
+        seen.append((xb.shape[1], torch.is_grad_enabled(), kw.get("x0") is not None, out.outputs.requires_grad))
+        return out
+
+    monkeypatch.setattr(Network, "forward", spy)
+    cfg = TrainConfig(nodes=(4,), epochs=1, tbptt=5, burn_in=7, segments_per_epoch=8, batch_size=4,
+                      progress=False, val_fraction=0.0)
+    train_network([tw], task, cfg, seed=0)
+    burn = [s for s in seen if s[0] == 7]
+    win = [s for s in seen if s[0] == 5]
+    assert len(burn) == 2 and len(win) == 2
+    assert all(not g and not r for _, g, _, r in burn)           # burn-in: no graph at all
+    assert all(g and has_x0 and r for _, g, has_x0, r in win)   # window: continues, with grad
+    with pytest.raises(ConfigError, match="exceed"):
+        train_network([tw], task, TrainConfig(nodes=(4,), epochs=1, tbptt=30, burn_in=20, progress=False), seed=0)
+
+
+def test_training_beats_chance_and_history():
+    task = _digits_task()
+    cfg = TrainConfig(nodes=(24,), epochs=6, batch_size=32, lr=2e-2, progress=False, patience=4)
+    net, hist = train_network([ToyTwin(noise_std=0.05)], task, cfg, seed=0)
+    acc = evaluate(net, as_task_data(task), cfg)["accuracy"]
+    assert acc > 0.5, acc                               # chance is 0.1
+    assert len(hist["loss"]) == len(hist["val"]) >= 1 and hist["val_metric"] == "accuracy"
+    assert hist["loss"][-1] < hist["loss"][0]
+
+
+def test_software_references_train():
+    task = _digits_task(n_train=300, n_test=150)
+    cfg = TrainConfig(nodes=(16,), epochs=5, batch_size=32, lr=2e-2, progress=False)
+    accs = {}
+    for kind in ("static", "leaky"):
+        net, _ = train_software(task, cfg, kind=kind, seed=0)
+        accs[kind] = evaluate(net, as_task_data(task), cfg)["accuracy"]
+    assert accs["leaky"] > 0.5 and accs["static"] > 0.2, accs
+
+
+def test_bad_config_is_named():
+    with pytest.raises(ConfigError, match="unknown"):
+        TrainConfig.from_dict({"nodez": [3]})
+    with pytest.raises(ConfigError, match="loss"):
+        TrainConfig(loss="hinge")
+    with pytest.raises(ConfigError, match="one twin per hidden layer"):
+        Network([ToyTwin()], [3, 3], 2, 2)
