@@ -37,6 +37,13 @@ class OutOfRange(RigError, ValueError):
         super().__init__("OUT_OF_RANGE", message)
 
 
+class ProtocolError(RigError, ValueError):
+    """A message breaks wire protocol v1 (``bridge/PROTOCOL.md``).
+
+    ``code`` is the error code a server answers with (usually ``BAD_REQUEST``).
+    """
+
+
 class RigTimeout(BridgeError, TimeoutError):
     """No reply within the client's timeout after every retry."""
 

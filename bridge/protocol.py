@@ -1,0 +1,242 @@
+"""Wire protocol v1 of the instrument bus: constants and pure encode/decode.
+
+This one module holds everything both ends must agree on (like the zguide's
+``MDP.py``); ``bridge/PROTOCOL.md`` is the language-neutral spec.
+
+A message is a multipart ZeroMQ message ``[header, buf_0, buf_1, ...]``:
+
+- ``header``: a msgpack map with string keys. Request: ``v`` (1), ``id`` (str),
+  ``op`` (str), ``rig`` (str, for rig ops), ``args`` (map, optional).
+  Reply: ``v``, ``id`` (echoed; nil when the request had no usable id),
+  ``ok`` (bool), then ``result`` (map) or ``error`` (``{code, message}``).
+- Arrays never travel inside msgpack: an array anywhere in ``args`` or
+  ``result`` is the map ``{"$nd": i, "dtype": "<f8", "shape": [...]}`` where
+  ``i`` indexes the buffer frames after the header (C order). Only ``<f4``,
+  ``<f8`` and ``<i8`` are accepted. Every buffer frame is referenced exactly
+  once, and its size must equal ``prod(shape) * itemsize``.
+
+:func:`encode` turns a header holding numpy arrays into frames (the arrays'
+own memory, for zero-copy sends with ``copy=False``); :func:`decode` turns
+received frames back into a header holding read-write numpy arrays that view
+the frames' memory (``np.frombuffer``). Malformed input raises
+:class:`bridge.errors.ProtocolError` carrying the error code to answer with.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import msgpack
+import numpy as np
+
+from .errors import ProtocolError
+
+VERSION = 1
+
+# Ops. Rig ops need a ``rig`` key in the header.
+HELLO, PING, DESCRIBE, DRIVE = "hello", "ping", "describe", "drive"
+OPS = (HELLO, PING, DESCRIBE, DRIVE)
+RIG_OPS = frozenset({DESCRIBE, DRIVE})
+
+# Error codes.
+BAD_REQUEST = "BAD_REQUEST"    # not a valid message
+VERSION_ERR = "VERSION"        # unsupported protocol version
+UNKNOWN_OP = "UNKNOWN_OP"
+UNKNOWN_RIG = "UNKNOWN_RIG"
+BAD_INPUT = "BAD_INPUT"        # wrong shape or dtype, NaN or inf
+OUT_OF_RANGE = "OUT_OF_RANGE"  # outside describe()'s input min..max
+BUSY = "BUSY"                  # the rig's queue is full (later: held by another client)
+RIG_FAULT = "RIG_FAULT"        # the rig failed while driving
+TIMEOUT = "TIMEOUT"            # the rig timed out (e.g. a DAQ read)
+INTERNAL = "INTERNAL"          # a bug in the server
+CODES = (BAD_REQUEST, VERSION_ERR, UNKNOWN_OP, UNKNOWN_RIG, BAD_INPUT, OUT_OF_RANGE,
+         BUSY, RIG_FAULT, TIMEOUT, INTERNAL)
+
+# Arrays: little-endian only, never objects, never pickle.
+DTYPES = ("<f4", "<f8", "<i8")
+ND_KEY = "$nd"
+
+# Limits (a server also sets ZMQ_MAXMSGSIZE to MAX_FRAME_BYTES).
+MAX_HEADER_BYTES = 64 * 1024
+MAX_FRAMES = 64                  # buffer frames per message
+MAX_FRAME_BYTES = 1 << 30        # 1 GiB per buffer frame
+MAX_NDIM = 8
+MAX_DEPTH = 16                   # nesting of maps/lists in a header
+MAX_ID_CHARS = 128
+MAX_NAME_CHARS = 128
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise ProtocolError(BAD_REQUEST, f"msgpack extension type {code} is not allowed in headers")
+
+
+def unpack_header(data: bytes | memoryview) -> dict[str, Any]:
+    """Unpack a header frame (msgpack map with str keys) within the limits; raise ProtocolError."""
+    n = len(data)
+    if n == 0:
+        raise ProtocolError(BAD_REQUEST, "empty header frame; the first frame must be a msgpack map")
+    if n > MAX_HEADER_BYTES:
+        raise ProtocolError(BAD_REQUEST, f"header of {n} bytes exceeds the limit of {MAX_HEADER_BYTES}; "
+                                         "send arrays as buffer frames, not inside the header")
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True,
+                              ext_hook=_refuse_ext, timestamp=0,
+                              max_str_len=n, max_bin_len=n, max_array_len=n,
+                              max_map_len=n, max_ext_len=0)
+    except ProtocolError:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise ProtocolError(BAD_REQUEST, f"header is not valid msgpack ({type(exc).__name__}: {exc})") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(BAD_REQUEST, f"header must be a msgpack map, got {type(obj).__name__}")
+    return obj
+
+
+def _pack_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (tuple, set, frozenset)):
+        return list(obj)
+    raise TypeError(f"cannot send {type(obj).__name__} in a header")
+
+
+def pack_header(header: dict[str, Any]) -> bytes:
+    """Pack a header map (numpy scalars become Python numbers)."""
+    return msgpack.packb(header, use_bin_type=True, default=_pack_default)
+
+
+def _wire_array(arr: np.ndarray) -> np.ndarray:
+    """Return ``arr`` as a C-contiguous array of an allowed little-endian dtype."""
+    dt = arr.dtype
+    if dt.kind == "f":
+        want = "<f4" if dt.itemsize == 4 else "<f8"
+    elif dt.kind in "iub":
+        want = "<i8"
+    else:
+        raise ProtocolError(BAD_INPUT, f"arrays of dtype {dt} cannot travel; use one of {DTYPES}")
+    return np.ascontiguousarray(arr, dtype=want)
+
+
+def encode(header: dict[str, Any]) -> list[Any]:
+    """Frames ``[header_bytes, buf_0, ...]`` for ``header``; numpy arrays become ``$nd`` refs.
+
+    The buffers are the arrays themselves (C-contiguous, little-endian), so send
+    them with ``send_multipart(frames, copy=False)`` for zero-copy.
+    """
+    bufs: list[np.ndarray] = []
+
+    def walk(obj: Any, depth: int) -> Any:
+        if depth > MAX_DEPTH:
+            raise ProtocolError(INTERNAL, f"header nests deeper than {MAX_DEPTH}")
+        if isinstance(obj, np.ndarray):
+            arr = _wire_array(obj)
+            bufs.append(arr)
+            return {ND_KEY: len(bufs) - 1, "dtype": arr.dtype.str, "shape": list(arr.shape)}
+        if isinstance(obj, dict):
+            return {k: walk(v, depth + 1) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [walk(v, depth + 1) for v in obj]
+        return obj
+
+    head = walk(header, 0)
+    return [pack_header(head), *bufs]
+
+
+def _frame_buffer(frame: Any) -> memoryview:
+    buf = getattr(frame, "buffer", None)  # zmq.Frame
+    return buf if buf is not None else memoryview(frame)
+
+
+def _array_from_ref(ref: dict[str, Any], frames: Sequence[Any], used: list[bool]) -> np.ndarray:
+    if set(ref) != {ND_KEY, "dtype", "shape"}:
+        raise ProtocolError(BAD_REQUEST, f"array reference must have exactly the keys $nd, dtype, shape; got {sorted(ref)}")
+    i, dtype, shape = ref[ND_KEY], ref["dtype"], ref["shape"]
+    if type(i) is not int or not 0 <= i < len(frames):
+        raise ProtocolError(BAD_REQUEST, f"array reference $nd={i!r} names no buffer frame "
+                                         f"(the message has {len(frames)})")
+    if used[i]:
+        raise ProtocolError(BAD_REQUEST, f"buffer frame {i} is referenced twice")
+    if dtype not in DTYPES:
+        raise ProtocolError(BAD_INPUT, f"dtype {dtype!r} is not accepted; use one of {list(DTYPES)}")
+    if (not isinstance(shape, list) or len(shape) > MAX_NDIM
+            or not all(type(d) is int and d >= 0 for d in shape)):
+        raise ProtocolError(BAD_REQUEST, f"shape must be a list of at most {MAX_NDIM} non-negative ints, got {shape!r}")
+    used[i] = True
+    itemsize = int(dtype[-1])
+    expected = math.prod(shape) * itemsize
+    buf = _frame_buffer(frames[i])
+    if buf.nbytes != expected:
+        raise ProtocolError(BAD_REQUEST, f"buffer frame {i} holds {buf.nbytes} bytes but dtype {dtype} "
+                                         f"shape {shape} needs {expected}")
+    return np.frombuffer(buf, dtype=dtype).reshape(shape)
+
+
+def resolve(obj: Any, bufs: Sequence[Any]) -> Any:
+    """Replace every ``$nd`` reference in ``obj`` by an array viewing ``bufs[i]``.
+
+    Every buffer frame must be referenced exactly once. Raises :class:`ProtocolError`
+    on bad references, sizes, unknown dtypes (code ``BAD_INPUT``), or values a
+    header may not carry.
+    """
+    if len(bufs) > MAX_FRAMES:
+        raise ProtocolError(BAD_REQUEST, f"message has {len(bufs)} buffer frames; the limit is {MAX_FRAMES}")
+    used = [False] * len(bufs)
+
+    def walk(o: Any, depth: int) -> Any:
+        if depth > MAX_DEPTH:
+            raise ProtocolError(BAD_REQUEST, f"header nests deeper than {MAX_DEPTH}")
+        if isinstance(o, dict):
+            if ND_KEY in o:
+                return _array_from_ref(o, bufs, used)
+            return {k: walk(v, depth + 1) for k, v in o.items()}
+        if isinstance(o, list):
+            return [walk(v, depth + 1) for v in o]
+        if o is None or isinstance(o, (bool, int, float, str)):
+            return o
+        raise ProtocolError(BAD_REQUEST, f"headers may not carry {type(o).__name__} values")
+
+    out = walk(obj, 0)
+    if not all(used):
+        missing = [i for i, u in enumerate(used) if not u]
+        raise ProtocolError(BAD_REQUEST, f"buffer frame(s) {missing} are not referenced by the header")
+    return out
+
+
+def decode(frames: Sequence[Any]) -> dict[str, Any]:
+    """Header map from ``[header, buf_0, ...]`` with ``$nd`` refs replaced by numpy arrays.
+
+    ``frames`` may be bytes or ``zmq.Frame`` objects (the arrays then view the
+    frames' memory without copying; received frames are writable). Raises
+    :class:`ProtocolError` when the header is not a msgpack map, on unknown
+    dtypes (code ``BAD_INPUT``), on frames whose size does not match their
+    declared shape, and on buffer frames that are missing, referenced twice or
+    not referenced at all.
+    """
+    if not frames:
+        raise ProtocolError(BAD_REQUEST, "message has no header frame")
+    return resolve(unpack_header(_frame_buffer(frames[0])), frames[1:])
+
+
+# ---- headers -------------------------------------------------------------------------------
+
+def request(op: str, req_id: str, rig: str | None = None, args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A request header (arrays in ``args`` stay numpy arrays until :func:`encode`)."""
+    head: dict[str, Any] = {"v": VERSION, "id": req_id, "op": op}
+    if rig is not None:
+        head["rig"] = rig
+    if args is not None:
+        head["args"] = args
+    return head
+
+
+def reply_ok(req_id: str | None, result: dict[str, Any]) -> dict[str, Any]:
+    return {"v": VERSION, "id": req_id, "ok": True, "result": result}
+
+
+def reply_error(req_id: str | None, code: str, message: str) -> dict[str, Any]:
+    return {"v": VERSION, "id": req_id, "ok": False, "error": {"code": code, "message": message}}
+
+
+def error_frames(req_id: str | None, code: str, message: str) -> list[bytes]:
+    """Frames of an error reply (never raises)."""
+    return [pack_header(reply_error(req_id, code, str(message)[:4096]))]

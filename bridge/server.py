@@ -1,0 +1,331 @@
+"""``RigServer``: serves rigs on a ZeroMQ ROUTER socket (wire protocol v1).
+
+::
+
+    server = RigServer({"leaky": LeakyRig()}, "tcp://127.0.0.1:*").start()
+    print(server.endpoints)      # ['tcp://127.0.0.1:40123']
+    ...
+    server.close()
+
+Design (one thread owns each socket):
+
+- The *loop thread* (``start()``'s background thread, or the caller of
+  ``serve_forever()``) owns the ROUTER socket. It reads every message, checks
+  the header (schema, version, op, rig, args, array frames) and answers
+  ``hello``/``ping`` and every malformed request itself. DEALER clients send
+  ``[header, bufs...]``; REQ clients prefix an empty delimiter frame, which the
+  reply repeats. A message without a header frame is dropped; anything else
+  malformed is answered ``BAD_REQUEST`` (``id`` nil when the id is unusable).
+- Each rig has a *worker thread* fed through a queue: it validates inputs
+  against the rig's description (``bridge.rig.check_inputs``) and only then
+  calls the rig, so bad input never reaches the device. A rig serves one request
+  at a time; different rigs work concurrently. Requests beyond ``queue_size``
+  waiting for one rig are answered ``BUSY``. Workers send encoded replies back
+  over an inproc PUSH socket of their own.
+- Replies to rig ops are kept in a cache keyed by request id, bounded by count,
+  age and bytes: a retried id is answered from the cache (or, while the first
+  try still runs, when it finishes) and never executed twice.
+- ``close()``, SIGINT and SIGTERM (under ``serve_forever()`` in the main thread)
+  stop the loop, let each worker finish its current request, call the rigs'
+  ``make_safe()`` and ``close()`` when they have them, and close every socket
+  with linger 0.
+
+``status()`` returns counters (requests, drives executed, cache hits, errors by
+code, per rig). Extending the protocol with ops (locks, auth) means adding a
+branch to ``_check_args`` / ``_dispatch``.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import socket as _socket
+import threading
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import zmq
+
+from . import protocol as P
+from .errors import ProtocolError, RigUnavailable, StationError
+from .worker import ReplyCache, RigWorker, check_description, make_safe
+
+log = logging.getLogger(__name__)
+
+_NAME = f"bridge@{_socket.gethostname()}"
+
+
+class RigServer:
+    """Serve ``rigs`` (name -> Rig) on ``bind`` (one endpoint or a list).
+
+    ``tcp://127.0.0.1:*`` binds a free port; ``.endpoints`` lists the bound
+    addresses. ``context`` defaults to ``zmq.Context.instance()`` (needed for
+    ``inproc://``). Cache bounds: ``cache_size`` replies, ``cache_age_s``
+    seconds, ``cache_bytes`` bytes. ``queue_size``: requests that may wait per
+    rig before ``BUSY``. Entering a ``with`` block starts the server.
+    """
+
+    def __init__(self, rigs: dict[str, Any], bind: str | list[str], *, context: zmq.Context | None = None,
+                 name: str = _NAME, cache_size: int = 1024, cache_age_s: float = 600.0,
+                 cache_bytes: int = 1 << 30, queue_size: int = 64,
+                 max_message_bytes: int = P.MAX_FRAME_BYTES) -> None:
+        if not rigs:
+            raise StationError("a RigServer needs at least one rig")
+        for rname, rig in rigs.items():
+            if not isinstance(rname, str) or not rname or len(rname) > P.MAX_NAME_CHARS:
+                raise StationError(f"rig names must be non-empty strings, got {rname!r}")
+            if not (callable(getattr(rig, "describe", None)) and callable(getattr(rig, "drive", None))):
+                raise StationError(f"rig '{rname}' ({type(rig).__name__}) lacks describe() or drive()")
+        self.rigs = dict(rigs)
+        self.context = context or zmq.Context.instance()
+        self.name, self.queue_size = name, queue_size
+        self._cache = ReplyCache(cache_size, cache_age_s, cache_bytes)
+        self._workers = {n: RigWorker(self, n, r, check_description(n, r.describe())) for n, r in self.rigs.items()}
+        self._pending: dict[str, dict] = {}
+        self._stats: Counter = Counter()
+        self._errors: Counter = Counter()
+        self._results_ep = f"inproc://bridge-results-{uuid.uuid4().hex}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = self._closed = False
+        self._wake_r, self._wake_w = _socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._router = self.context.socket(zmq.ROUTER)
+        self._router.setsockopt(zmq.LINGER, 0)
+        self._router.setsockopt(zmq.MAXMSGSIZE, int(max_message_bytes))
+        self._results = self.context.socket(zmq.PULL)
+        self._results.setsockopt(zmq.LINGER, 0)
+        self.endpoints: list[str] = []
+        try:
+            self._results.bind(self._results_ep)
+            for ep in [bind] if isinstance(bind, str) else list(bind):
+                self._router.bind(ep)
+                self.endpoints.append(self._router.getsockopt_string(zmq.LAST_ENDPOINT))
+        except zmq.ZMQError as exc:
+            self._close_sockets()
+            raise RigUnavailable(f"cannot bind {bind}: {exc}; choose another endpoint or stop the "
+                                 "process that holds it") from None
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def start(self) -> "RigServer":
+        """Serve in a background thread; returns self."""
+        if not self._started:
+            self._started = True
+            self._thread = threading.Thread(target=self._loop, name="rig-server", daemon=True)
+            self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in this thread until ``close()``, SIGINT or SIGTERM (main thread only)."""
+        if self._started:
+            raise RuntimeError("this RigServer is already serving")
+        self._started = True
+        old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old[sig] = signal.signal(sig, self._on_signal)
+        try:
+            self._loop()
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum, frame) -> None:
+        log.info("signal %s: shutting down", signum)
+        self._wake()
+
+    def _wake(self) -> None:
+        self._stop.set()
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop serving, make rigs safe, close sockets (linger 0). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._started:
+            self._wake()
+            if self._thread is not None and self._thread is not threading.current_thread():
+                self._thread.join(timeout_s)
+        else:
+            self._close_sockets()
+            for n, r in self.rigs.items():
+                make_safe(n, r)
+
+    def __enter__(self) -> "RigServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def status(self) -> dict[str, Any]:
+        """Counters: requests, drives, cache_hits, errors by code, per-rig drives and waiting."""
+        return {**self._stats, "drives": sum(w.drives for w in self._workers.values()),
+                "errors": dict(self._errors), "cached": len(self._cache),
+                "rigs": {n: {"drives": w.drives, "waiting": w.waiting} for n, w in self._workers.items()}}
+
+    # ---- loop ----------------------------------------------------------------------------
+    def _loop(self) -> None:
+        for w in self._workers.values():
+            w.start()
+        poller = zmq.Poller()
+        poller.register(self._router, zmq.POLLIN)
+        poller.register(self._results, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                events = dict(poller.poll(500))
+                if self._results in events:
+                    self._drain(self._results, self._on_result)
+                if self._router in events:
+                    self._drain(self._router, self._on_request)
+        finally:
+            for w in self._workers.values():
+                w.jobs.put(None)
+            deadline = time.monotonic() + 10.0
+            for w in self._workers.values():
+                w.join(max(0.0, deadline - time.monotonic()))
+            self._close_sockets()
+
+    def _drain(self, sock: zmq.Socket, handle) -> None:
+        for _ in range(256):
+            try:
+                msg = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                handle(msg)
+            except Exception:  # never let one message stop the server
+                log.exception("internal error while handling a message")
+                self._errors[P.INTERNAL] += 1
+
+    def _close_sockets(self) -> None:
+        for s in (self._router, self._results):
+            s.close(linger=0)
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # ---- requests ------------------------------------------------------------------------
+    def _send(self, envelope: list, frames: list) -> None:
+        try:
+            self._router.send_multipart([*envelope, *frames], copy=False)
+        except zmq.ZMQError as exc:  # e.g. HWM reached for a client that does not read
+            log.debug("reply dropped: %s", exc)
+
+    def _error(self, envelope: list, rid: str | None, code: str, message: str) -> None:
+        self._errors[code] += 1
+        self._send(envelope, P.error_frames(rid, code, message))
+
+    def _on_request(self, msg: list) -> None:
+        self._stats["requests"] += 1
+        if len(msg) >= 2 and len(msg[1]) == 0:
+            envelope, body = msg[:2], msg[2:]      # REQ client: [identity, b"", header, ...]
+        else:
+            envelope, body = msg[:1], msg[1:]      # DEALER client: [identity, header, ...]
+        if not body:
+            self._stats["dropped"] += 1
+            return
+        try:
+            head = P.unpack_header(body[0].buffer)
+        except ProtocolError as exc:
+            return self._error(envelope, None, exc.code, exc.message)
+        rid = head.get("id")
+        if not isinstance(rid, str) or not 0 < len(rid) <= P.MAX_ID_CHARS:
+            return self._error(envelope, None, P.BAD_REQUEST,
+                               f"'id' must be a string of 1..{P.MAX_ID_CHARS} characters, got {rid!r:.80}")
+        v = head.get("v")
+        if type(v) is not int:
+            return self._error(envelope, rid, P.BAD_REQUEST, f"'v' must be the protocol version (int 1), got {v!r:.80}")
+        if v != P.VERSION:
+            return self._error(envelope, rid, P.VERSION_ERR,
+                               f"this server speaks protocol {P.VERSION}, the request uses {v}; upgrade the older side")
+        op = head.get("op")
+        if not isinstance(op, str):
+            return self._error(envelope, rid, P.BAD_REQUEST, f"'op' must be a string, got {op!r:.80}")
+        if op not in P.OPS:
+            return self._error(envelope, rid, P.UNKNOWN_OP, f"unknown op {op!r:.80}; this server knows {list(P.OPS)}")
+        rig = head.get("rig")
+        if op in P.RIG_OPS:
+            if self._repeat(envelope, rid, op, rig):
+                return
+            if not isinstance(rig, str) or rig not in self._workers:
+                return self._error(envelope, rid, P.UNKNOWN_RIG,
+                                   f"no rig named {rig!r:.80} here; this server serves {sorted(self._workers)}")
+        args = head.get("args", {})
+        if not isinstance(args, dict):
+            return self._error(envelope, rid, P.BAD_REQUEST, f"'args' must be a map, got {type(args).__name__}")
+        try:
+            args = P.resolve(args, body[1:])
+            self._check_args(op, args)
+        except ProtocolError as exc:
+            return self._error(envelope, rid, exc.code, exc.message)
+        self._dispatch(envelope, rid, op, rig, args)
+
+    def _repeat(self, envelope: list, rid: str, op: str, rig: Any) -> bool:
+        """Answer a repeated id from the cache, or join it to the running request."""
+        running = self._pending.get(rid)
+        hit = self._cache.get(rid) if running is None else ((running["op"], running["rig"]), None)
+        if hit is None:
+            return False
+        key, frames = hit
+        if key != (op, rig):
+            self._error(envelope, rid, P.BAD_REQUEST,
+                        f"request id {rid!r} was already used for {key[0]} on rig {key[1]!r}; use a fresh id per request")
+        elif running is not None:
+            running["envelopes"].append(envelope)
+            self._stats["joined"] += 1
+        else:
+            self._stats["cache_hits"] += 1
+            self._send(envelope, frames)
+        return True
+
+    def _check_args(self, op: str, args: dict) -> None:
+        allowed = {P.DRIVE: {"inputs", "reset", "seed"}}.get(op, set())
+        extra = sorted(set(args) - allowed)
+        if extra:
+            raise ProtocolError(P.BAD_REQUEST, f"op {op} takes args {sorted(allowed)}, not {extra}")
+        if op != P.DRIVE:
+            return
+        if "inputs" not in args:
+            raise ProtocolError(P.BAD_REQUEST, "drive needs args.inputs, an array reference {$nd, dtype, shape}")
+        if not isinstance(args["inputs"], np.ndarray):
+            raise ProtocolError(P.BAD_INPUT, "args.inputs must be an array sent as a buffer frame "
+                                             "({$nd, dtype, shape}), not a msgpack value")
+        if not isinstance(args.get("reset", True), bool):
+            raise ProtocolError(P.BAD_REQUEST, f"args.reset must be a bool, got {args['reset']!r:.80}")
+        seed = args.get("seed")
+        if seed is not None and not (type(seed) is int and 0 <= seed < 2**64):
+            raise ProtocolError(P.BAD_REQUEST, f"args.seed must be nil or an int in 0..2**64-1, got {seed!r:.80}")
+
+    def _dispatch(self, envelope: list, rid: str, op: str, rig: str | None, args: dict) -> None:
+        if op == P.HELLO:
+            result = {"protocol": P.VERSION, "server": self.name, "rigs": sorted(self._workers)}
+            return self._send(envelope, P.encode(P.reply_ok(rid, result)))
+        if op == P.PING:
+            return self._send(envelope, P.encode(P.reply_ok(rid, {"time_s": time.time()})))
+        worker = self._workers[rig]
+        if worker.waiting >= self.queue_size:
+            return self._error(envelope, rid, P.BUSY, f"rig '{rig}' has {worker.waiting} requests waiting; "
+                                                      "retry later with a fresh id")
+        worker.waiting += 1
+        self._pending[rid] = {"op": op, "rig": rig, "envelopes": [envelope]}
+        worker.jobs.put((rid, op, args))
+
+    def _on_result(self, msg: list) -> None:
+        rid, code, frames = msg[0].bytes.decode(), msg[1].bytes.decode(), msg[2:]
+        entry = self._pending.pop(rid, None)
+        if entry is None:
+            return
+        self._workers[entry["rig"]].waiting -= 1
+        if code:
+            self._errors[code] += 1
+        self._cache.put(rid, (entry["op"], entry["rig"]), frames)
+        for envelope in entry["envelopes"]:
+            self._send(envelope, frames)
+
