@@ -1,0 +1,283 @@
+"""Emulated nanomagnetic ring array (NRA) read by anisotropic magnetoresistance (AMR).
+
+A stochastic mean-field population model of domain-wall (DW) depinning at the
+junctions of an array of interconnected permalloy rings under a rotating field
+(Dawidek et al., Adv. Funct. Mater. 31, 2008389 (2021); Vidamour et al.,
+Nanotechnology 33, 485203 (2022), and their RingSim model). No neural network
+inside. Vectorised over the B experiments of a drive; one Python iteration per
+input step.
+
+**Units.** The array's ``rows x cols`` rings (default 25 x 25 = 625) switch in
+correlated avalanches of ``avalanche_rings`` rings (default 5), so the model
+tracks ``U = 625 / 5 = 125`` switching units. Each unit is an *onion* ring pair
+(two DWs pinned at junctions) or a *vortex* (no DWs). Units fall into
+``n_classes`` quenched classes by their junctions' depinning field
+``H0 ~ N(55 Oe, 1 Oe)`` (drawn once per sample from ``sample_seed``).
+
+**Depinning (thermal activation, per input step = one rotation).** A DW pinned
+at a junction sees the field component ``H_eff = field_gain * H * |sin(theta)|``
+as the field of amplitude H (the input, Oe) rotates through the angle theta
+relative to the DW (RingSim: ``sin(lag) * Hin``). Over one rotation, split into
+``ticks_per_rotation`` = 64 ticks of ``dt = step_s / 64``::
+
+    tau(H_eff) = tau0 * exp(dE / kT),  dE = E0 * max(0, 1 - H_eff / H0)^alpha
+    p(H) = 1 - exp(-sum_ticks dt / tau(H_eff))
+
+with tau0 = 1e-10 s, E0 = 2.6e-19 J (64 kT at T = 293 K), alpha = 1.5, H0 = 55 Oe
+(Dawidek 2021; RingSim defaults). Junctions holding two DWs depin at a lower
+barrier: E0 and H0 scaled by ``double_dw_factor`` = 0.81 (RingSim ``PCE``/``PCH``).
+In mean field a unit's DW sits at a double-DW junction with probability equal to
+the onion fraction f (its neighbour is also an onion aligned by the same field),
+so ``p = f p2(H) + (1 - f) p1(H)``. With field_gain = 1 the double-DW depinning
+window is ~22-26 Oe and the single-DW window ~31-35 Oe: the array is frozen below
+~20 Oe, active from ~20 to ~35 Oe and saturates at high fields (80 Oe).
+
+**Per step, per class** (binomial draws: the intrinsic noise):
+each onion unit's two DWs depin independently with p: both (p^2) -> the onion
+rotates with the field and re-pins; exactly one (2p(1-p)) -> the moving DW meets
+the pinned one and they annihilate: onion -> vortex; none -> stays pinned.
+Vortex units nucleate back to onions when DWs of neighbouring units sweep
+through their junctions (frustration): ``P_nuc = 1 - exp(-2 z k(H) m)`` with z
+the mean number of neighbours (3.84 for 25 x 25), m the fraction of units whose
+DWs moved this step and a field-assisted efficiency ``k(H) = nucleation *
+Phi((H - nucleation_oe) / nucleation_spread_oe)`` (nucleating a DW pair at a
+frustrated junction needs field; 28 +- 4 Oe is this model's assumption); plus a field-driven vortex -> onion
+transition ``Phi((H - vortex_onion_oe) / vortex_onion_spread_oe)``.
+
+**Observable (AMR).** Resistance ``R = r0_ohm - amr_ohm * W``, W the DW weight per
+unit: a pinned onion unit (DWs at the junctions along the current) weighs
+``cos^2(junction_angle)`` = 1, a rotating one ``cos^2(theta)`` (rotation mean 1/2);
+vortices weigh 0. Default output: the lock-in output averaged over the rotation
+(n_out = 1, ohm); ``n_out = 50``: the 50 lock-in samples of the rotation (3.2 kHz).
+
+**Noise** (all configurable, ohm): intrinsic binomial switching (above); white
+lock-in readout noise ``readout_noise_ohm`` (std of the rotation mean; in the
+50-sample mode an AR(1) sequence at 3.2 kHz with the 320 Hz low-pass's
+correlation, scaled to the same rotation-mean std); coloured drift ``drift_ohm``,
+a 1/f-like OU bank with time constants from ``drift_tau_min_s`` to
+``drift_tau_max_s`` (two per decade), evolving in instrument time; reset noise.
+
+**Reset** (paper, Methods): ``reset_rotations`` rotation(s) at ``reset_field_oe`` =
+80 Oe (all units onion), then one step at ``reset_settle_oe`` (default 80 Oe, the
+top of the input range); when the field stops, each unit relaxes to a vortex
+with probability ``reset_vortex_p`` (binomial): the initial observable varies.
+
+Default noise levels are calibrated (see :mod:`emulator.calibrate`) to a per-step
+SNR of ~2 over 20-35 Oe, as DESIGN.md asks; intrinsic, readout, drift and reset
+noise all contribute.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from scipy.signal import lfilter
+from scipy.special import ndtr
+
+from .base import EmulatedRig, as_float, as_int
+from .errors import ConfigError
+from .noise import OUBank, pink_taus
+from .timing import NRATiming, make_timing
+
+K_B = 1.380649e-23  # J/K
+
+
+class NRARig(EmulatedRig):
+    """Emulated NRA; see the module docstring for the physics and the parameters."""
+
+    kind = "nra"
+    backend = "physics.nra"
+
+    def __init__(self, name: str = "nra", *, seed: int | None = None, sample_seed: int = 0,
+                 clock: str = "virtual", speed: float = 1.0, timing: dict | None = None,
+                 rows: int = 25, cols: int = 25, avalanche_rings: int = 8, n_classes: int = 5,
+                 tau0_s: float = 1e-10, e0_j: float = 2.6e-19, temperature_k: float = 293.0,
+                 h0_oe: float = 55.0, h0_spread_oe: float = 1.0, alpha: float = 1.5,
+                 double_dw_factor: float = 0.81, field_gain: float = 1.0,
+                 ticks_per_rotation: int = 64, nucleation: float = 0.35,
+                 nucleation_oe: float = 28.0, nucleation_spread_oe: float = 4.0,
+                 vortex_onion_oe: float = 45.0, vortex_onion_spread_oe: float = 4.0,
+                 r0_ohm: float = 250.0, amr_ohm: float = 2.0, junction_angle_deg: float = 0.0,
+                 readout_noise_ohm: float = 0.08, drift_ohm: float = 0.06,
+                 drift_tau_min_s: float = 0.1, drift_tau_max_s: float = 1000.0,
+                 reset_field_oe: float = 80.0, reset_settle_oe: float = 80.0,
+                 reset_vortex_p: float = 0.1, n_out: int = 1, input_max_oe: float = 80.0):
+        super().__init__(name, seed=seed, sample_seed=sample_seed, clock=clock, speed=speed)
+        self.timing: NRATiming = make_timing(NRATiming, timing)
+        self.rows, self.cols = as_int("rows", rows, lo=2, hi=1000), as_int("cols", cols, lo=2, hi=1000)
+        n_rings = self.rows * self.cols
+        self.avalanche_rings = as_int("avalanche_rings", avalanche_rings, lo=1, hi=n_rings)
+        self.n_units = n_rings // self.avalanche_rings
+        self.n_classes = as_int("n_classes", n_classes, lo=1, hi=max(1, self.n_units))
+        self.tau0_s = as_float("tau0_s", tau0_s, lo=0, lo_open=True)
+        self.e0_j = as_float("e0_j", e0_j, lo=0, lo_open=True)
+        self.temperature_k = as_float("temperature_k", temperature_k, lo=0, lo_open=True)
+        self.h0_oe = as_float("h0_oe", h0_oe, lo=0, lo_open=True)
+        self.h0_spread_oe = as_float("h0_spread_oe", h0_spread_oe, lo=0)
+        self.alpha = as_float("alpha", alpha, lo=0, lo_open=True)
+        self.double_dw_factor = as_float("double_dw_factor", double_dw_factor, lo=0, hi=1, lo_open=True)
+        self.field_gain = as_float("field_gain", field_gain, lo=0, lo_open=True)
+        self.ticks = as_int("ticks_per_rotation", ticks_per_rotation, lo=4, hi=4096)
+        self.nucleation = as_float("nucleation", nucleation, lo=0)
+        self.nucleation_oe = as_float("nucleation_oe", nucleation_oe, lo=0)
+        self.nucleation_spread_oe = as_float("nucleation_spread_oe", nucleation_spread_oe,
+                                             lo=0, lo_open=True)
+        self.vortex_onion_oe = as_float("vortex_onion_oe", vortex_onion_oe, lo=0)
+        self.vortex_onion_spread_oe = as_float("vortex_onion_spread_oe", vortex_onion_spread_oe,
+                                               lo=0, lo_open=True)
+        self.r0_ohm = as_float("r0_ohm", r0_ohm)
+        self.amr_ohm = as_float("amr_ohm", amr_ohm)
+        self.junction_angle_deg = as_float("junction_angle_deg", junction_angle_deg)
+        self.readout_noise_ohm = as_float("readout_noise_ohm", readout_noise_ohm, lo=0)
+        self.drift_ohm = as_float("drift_ohm", drift_ohm, lo=0)
+        self.drift_tau_min_s = as_float("drift_tau_min_s", drift_tau_min_s, lo=0, lo_open=True)
+        self.drift_tau_max_s = as_float("drift_tau_max_s", drift_tau_max_s, lo=self.drift_tau_min_s)
+        self.input_max_oe = as_float("input_max_oe", input_max_oe, lo=0, lo_open=True)
+        self.reset_field_oe = as_float("reset_field_oe", reset_field_oe, lo=0)
+        self.reset_settle_oe = as_float("reset_settle_oe", reset_settle_oe, lo=0)
+        self.reset_vortex_p = as_float("reset_vortex_p", reset_vortex_p, lo=0, hi=1)
+        self.n_out = as_int("n_out", n_out, lo=1)
+        if self.n_out not in (1, self.timing.samples_per_step):
+            raise ConfigError(f"n_out must be 1 (rotation mean) or {self.timing.samples_per_step} "
+                              f"(lock-in samples per rotation), got {self.n_out}")
+        self._build_sample()
+
+    # ---- the sample: quenched disorder and depinning tables ----------------------------
+    def _build_sample(self) -> None:
+        rng = np.random.default_rng(self.sample_seed)
+        n_junctions = 2 * self.rows * (self.cols - 1) if self.rows == self.cols else \
+            self.rows * (self.cols - 1) + self.cols * (self.rows - 1)
+        self.coordination = 2.0 * n_junctions / (self.rows * self.cols)
+        h0 = np.sort(self.h0_oe + self.h0_spread_oe * rng.standard_normal(n_junctions))
+        self.class_h0_oe = np.array([g.mean() for g in np.array_split(h0, self.n_classes)])
+        self.class_units = np.array([len(g) for g in np.array_split(np.arange(self.n_units),
+                                                                    self.n_classes)], dtype=np.int64)
+        self.grid_step_oe = 0.02
+        h_top = max(self.input_max_oe, self.reset_field_oe, self.reset_settle_oe)
+        self.grid_oe = np.arange(0.0, h_top + 2 * self.grid_step_oe, self.grid_step_oe)
+        theta = 2 * np.pi * (np.arange(self.ticks) + 0.5) / self.ticks
+        dt_tick = self.timing.step_s / self.ticks
+        kT = K_B * self.temperature_k
+        h_eff = self.field_gain * self.grid_oe[:, None] * np.abs(np.sin(theta))[None, :]   # (G, ticks)
+        tables = []
+        for factor in (1.0, self.double_dw_factor):                 # single, double DW junctions
+            per_class = []
+            for h0c in self.class_h0_oe:
+                barrier = factor * self.e0_j * np.clip(1 - h_eff / (factor * h0c), 0, None) ** self.alpha
+                rate = np.exp(-barrier / kT) / self.tau0_s
+                per_class.append(-np.expm1(-dt_tick * rate.sum(axis=1)))
+            tables.append(np.stack(per_class, axis=1))                # (G, C)
+        self._p_single, self._p_double = tables
+        self._k_nuc = self.nucleation * ndtr((self.grid_oe - self.nucleation_oe)
+                                             / self.nucleation_spread_oe)
+        self._p_vortex_onion = ndtr((self.grid_oe - self.vortex_onion_oe) / self.vortex_onion_spread_oe)
+        self.pin_weight = math.cos(math.radians(self.junction_angle_deg)) ** 2
+
+    def _lookup(self, table: np.ndarray, h: np.ndarray) -> np.ndarray:
+        x = np.clip(h / self.grid_step_oe, 0, len(self.grid_oe) - 1.000001)
+        i = x.astype(np.int64)
+        w = x - i
+        if table.ndim == 2:
+            w = w[:, None]
+        return table[i] * (1 - w) + table[i + 1] * w
+
+    # ---- dynamics -----------------------------------------------------------------------
+    def _step(self, onion: np.ndarray, h: np.ndarray, rng: np.random.Generator):
+        """One rotation at amplitudes h (B,) Oe; onion (B, C) counts. Returns (onion', counts)."""
+        U = self.n_units
+        f = onion.sum(axis=1, keepdims=True) / U
+        p = f * self._lookup(self._p_double, h) + (1 - f) * self._lookup(self._p_single, h)
+        p = np.clip(p, 0.0, 1.0)
+        n_ann = rng.binomial(onion, np.clip(2 * p * (1 - p), 0.0, 1.0))
+        rest = onion - n_ann
+        p2 = p * p
+        n_rot = rng.binomial(rest, p2 / (p2 + (1 - p) ** 2))
+        n_pin = rest - n_rot
+        moved = (n_rot.sum(axis=1) + 0.5 * n_ann.sum(axis=1)) / U
+        p_nuc = -np.expm1(-2 * self.coordination * self._lookup(self._k_nuc, h) * moved)
+        p_vo = self._lookup(self._p_vortex_onion, h)
+        p_tot = 1 - (1 - p_nuc) * (1 - p_vo)
+        n_nuc = rng.binomial(self.class_units[None, :] - onion, p_tot[:, None])
+        counts = np.stack([n_pin.sum(1), n_rot.sum(1), n_ann.sum(1), n_nuc.sum(1)], axis=1) / U
+        return rest + n_nuc, counts
+
+    def _weights(self, counts: np.ndarray) -> np.ndarray:
+        """DW weight W (B, n_out) of one rotation from unit fractions (pin, rot, ann, nuc)."""
+        pin, rot, ann, nuc = (counts[:, i:i + 1] for i in range(4))
+        a = self.pin_weight
+        if self.n_out == 1:
+            return pin * a + rot * 0.5 + ann * (a + 0.5) / 4 + nuc * 0.25
+        n = self.n_out
+        theta = 2 * np.pi * (np.arange(n) + 0.5) / n
+        c2 = np.cos(theta) ** 2
+        first = (np.arange(n) < n // 2).astype(np.float64)
+        return pin * a + rot * c2 + ann * first * (a + c2) / 2 + nuc * (1 - first) * c2
+
+    def _readout(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        """Lock-in noise (B, T, n_out) whose rotation mean has std readout_noise_ohm."""
+        if self.n_out == 1:
+            return self.readout_noise_ohm * rng.standard_normal(shape)
+        n = self.n_out
+        rho = math.exp(-2 * math.pi * self.timing.lockin_cutoff_hz / self.timing.lockin_hz)
+        k = np.arange(1, n)
+        var_mean_per_var = (1 + 2 * np.sum((1 - k / n) * rho ** k)) / n
+        sigma = self.readout_noise_ohm / math.sqrt(var_mean_per_var)
+        flat = rng.standard_normal((shape[0], shape[1] * n)) * sigma * math.sqrt(1 - rho * rho)
+        zi = (sigma * rng.standard_normal((shape[0], 1))) * rho
+        out, _ = lfilter([1.0], [1.0, -rho], flat, axis=-1, zi=zi)
+        return out.reshape(shape)
+
+    def _drift_bank(self, B: int, rng: np.random.Generator) -> OUBank:
+        taus = pink_taus(self.drift_tau_min_s, self.drift_tau_max_s, 2.0)
+        return OUBank(taus, self.drift_ohm / math.sqrt(taus.size), self.timing.step_s, (B,), seed=rng)
+
+    def _resistance(self, w: np.ndarray) -> np.ndarray:
+        return self.r0_ohm - self.amr_ohm * w
+
+    def _reset_state(self, B: int, rng: np.random.Generator):
+        onion = np.repeat(self.class_units[None, :], B, axis=0)
+        for _ in range(self.timing.reset_rotations):
+            onion, _ = self._step(onion, np.full(B, self.reset_field_oe), rng)
+        onion, _ = self._step(onion, np.full(B, self.reset_settle_oe), rng)
+        onion = onion - rng.binomial(onion, self.reset_vortex_p)
+        bank = self._drift_bank(B, rng)
+        drift0 = bank.sample(1)[:, 0]
+        w = onion.sum(axis=1, keepdims=True) / self.n_units * self.pin_weight
+        if self.n_out > 1:
+            w = np.repeat(w, self.n_out, axis=1)
+        initial = self._resistance(w) + drift0[:, None] + self._readout(rng, (B, 1, self.n_out))[:, 0]
+        return {"onion": onion, "drift": bank.state, "obs": initial}, initial
+
+    def _run(self, state: dict, x: np.ndarray, rng: np.random.Generator):
+        B, T, _ = x.shape
+        bank = self._drift_bank(B, rng)
+        bank.state = state["drift"].copy()
+        bank.advance(self.timing.settle_s)
+        drift = bank.sample(T)                                  # (B, T)
+        noise = self._readout(rng, (B, T, self.n_out))
+        onion = state["onion"]
+        out = np.empty((B, T, self.n_out))
+        for t in range(T):
+            onion, counts = self._step(onion, x[:, t, 0], rng)
+            out[:, t, :] = self._resistance(self._weights(counts))
+        out += drift[:, :, None] + noise
+        return {"onion": onion, "drift": bank.state, "obs": out[:, -1, :].copy()}, out
+
+    # ---- description and timing -----------------------------------------------------------
+    def _describe_extra(self) -> dict[str, Any]:
+        t = self.timing
+        return {"input": {"dims": [1], "units": "Oe", "min": 0.0, "max": self.input_max_oe},
+                "output": {"dims": [self.n_out], "units": "ohm"},
+                "step_s": t.step_s,
+                "observable": "AMR resistance, lock-in output averaged over the rotation"
+                              if self.n_out == 1 else "AMR resistance, 50 lock-in samples per rotation",
+                "reset": {"field_oe": self.reset_field_oe, "rotations": t.reset_rotations,
+                          "settle_oe": self.reset_settle_oe, "seconds": t.reset_s},
+                "rings": [self.rows, self.cols]}
+
+    def _instrument_phases(self, x: np.ndarray, reset: bool):
+        B, T, _ = x.shape
+        t = self.timing
+        per = t.experiment_s(T) if reset else t.continue_s(T)
+        return t.request_overhead_s, [(per,)] * B
