@@ -3,7 +3,10 @@
 ``ToyTwin`` is a noisy leaky integrator with a tanh input nonlinearity, the
 same family as :class:`bridge.testrigs.LeakyRig`::
 
-    y(t+1) = y(t) + rate * (tanh(gain * (s(t) - centre)) - y(t)) + noise_std * xi
+    y(t+1) = y(t) + rate * (tanh(gain * (s(t) - centre) / (hi - lo)) - y(t)) + noise_std * xi
+
+(``centre`` defaults to the middle of the input range ``lo..hi``; with
+``centre=0`` and ``gain = G * w * (hi - lo)`` it is LeakyRig's one-channel map.)
 
 It is differentiable w.r.t. ``s``, has ``simulate``, ``sample_initial``,
 ``active_range`` and a ``config`` with ``kind``, ``n_in``, ``n_obs``,
@@ -30,6 +33,7 @@ class ToyTwinConfig:
     init_std: float = 0.05
     obs_mean: float = 0.0
     obs_std: float = 0.5
+    centre: float | None = None
 
 
 class ToyTwin(torch.nn.Module):
@@ -55,7 +59,7 @@ class ToyTwin(torch.nn.Module):
         c = self.config
         B, T, _ = s.shape
         y = self.sample_initial(B, generator) if x0 is None else x0
-        centre = 0.5 * (c.input_lo + c.input_hi)
+        centre = 0.5 * (c.input_lo + c.input_hi) if c.centre is None else c.centre
         drive = torch.tanh(self.gain * (s.mean(-1, keepdim=True) - centre) / (c.input_hi - c.input_lo))
         noisy = noise and c.kind == "sde" and c.noise_std > 0
         out = []

@@ -157,6 +157,16 @@ def _batches(task: TaskData, config: TrainConfig, rng: np.random.Generator, kind
             yield xs[:, burn:], y[seq], xs[:, :burn] if burn else None, (lo, hi), 0
 
 
+def _init_readout_bias(model, y: np.ndarray) -> None:
+    """Start a regression readout at the target mean (so training fits the variations)."""
+    bias = model.biases[-1] if isinstance(model, Network) and model.biases is not None else \
+        getattr(getattr(model, "out", None), "bias", None)
+    if bias is not None:
+        with torch.no_grad():
+            bias.copy_(torch.as_tensor(np.asarray(y, dtype=np.float64).reshape(-1, y.shape[-1]).mean(0),
+                                       dtype=bias.dtype))
+
+
 def fit(model, task_data: Any, config: TrainConfig | dict | None = None, *, seed: int = 0) -> dict:
     """Train ``model``'s trainable parameters with Adam; return the history dict."""
     config = _config(config)
@@ -170,6 +180,8 @@ def fit(model, task_data: Any, config: TrainConfig | dict | None = None, *, seed
     torch.manual_seed(int(seed))
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(int(seed) + 1)
+    if task.kind == "regression":
+        _init_readout_bias(model, task.y_train)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs) if config.schedule == "cosine"

@@ -1,0 +1,76 @@
+"""``nado bench`` section ``network``: one training step of the paper-sized MNIST network.
+
+784 inputs -> 2 hidden layers of 200 NRA nodes -> 10 outputs, 4 frames, batch
+128, full BPTT through SDE twins (an untrained twin with the NRA shape: 1
+input 0..80 Oe, 1 observable, 5 delays, 10 auxiliary noise variables; timing
+does not depend on the weights). Measures samples/s of forward + backward +
+Adam step, the peak resident memory the step adds, and extrapolates the time
+of an epoch of 60,000 samples. Targets: peak memory < 2 GiB at batch 128, an
+epoch < 3 minutes (on 2 cores). ``quick`` runs fewer steps.
+"""
+from __future__ import annotations
+
+import resource
+import time
+
+SECTION = "network"
+
+
+def _nra_twin():
+    from nado.twin import Twin, TwinConfig
+    cfg = TwinConfig(kind="sde", n_in=1, n_obs=1, n_delay=5, n_aux=10, width=64, depth=2,
+                     method="euler", input_lo=(0.0,), input_hi=(80.0,), obs_mean=(0.0,),
+                     obs_std=(1.0,), n_reset=1)
+    return Twin(cfg)
+
+
+def _peak_rss_bytes() -> int:
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024   # Linux: KiB
+
+
+def run(quick: bool) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from nado.bench import target
+    from nado.network import Network
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(min(2, threads))
+    batch, T, n_in, nodes, n_out = 128, 4, 784, (200, 200), 10
+    steps = 2 if quick else 5
+    torch.manual_seed(0)
+    twin = _nra_twin()
+    net = Network([twin, twin], nodes, n_in, n_out, seed=0)
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-3)
+    x = torch.rand(batch, T, n_in)
+    y = torch.randint(0, n_out, (batch,))
+    gen = torch.Generator().manual_seed(0)
+
+    def step():
+        out = net(x, noise=True, generator=gen).outputs
+        loss = F.cross_entropy(out[:, -1], y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    rss0 = _peak_rss_bytes()
+    step()                                     # warm-up (allocations, kernels)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    dt = (time.perf_counter() - t0) / steps
+    peak = _peak_rss_bytes()
+    torch.set_num_threads(threads)
+    rate = batch / dt
+    epoch_s = 60000 / rate
+    peak_gib = peak / 2 ** 30
+    return {
+        "batch": batch, "frames": T, "nodes": list(nodes), "inputs": n_in, "outputs": n_out,
+        "step_s": dt, "samples_per_s": rate, "epoch_60k_s": epoch_s,
+        "peak_rss_gib": peak_gib, "peak_rss_before_gib": rss0 / 2 ** 30, "threads": min(2, threads),
+        "targets": {
+            "train_epoch_60k_s": target(epoch_s, 180.0, at_least=False),
+            "train_peak_memory_gib": target(peak_gib, 2.0, at_least=False),
+        },
+    }
