@@ -290,8 +290,9 @@ def check_station(path: str | None) -> str:
             close = getattr(rig, "close", None)
             if close is not None:
                 close()
-    lines.append(f"{len(lines) - 1 - 0} rig(s) checked, {failed} failed" if failed
-                 else "all rigs valid (nothing was driven)")
+    n = len(station_mod.rig_names(station))
+    lines.append(f"{n} rig(s) checked, {failed} failed (nothing was driven)" if failed
+                 else f"{n} rig(s) valid (nothing was driven)")
     report = "\n".join(lines)
     if failed:
         raise StationError(report)

@@ -10,13 +10,13 @@ calibration ``oe_per_volt`` (per axis; required: measure it with a gaussmeter).
 A drive of ``(B, T, 1)`` inputs runs the B experiments one after another (a real
 rig has one state). Each experiment is one hardware-timed acquisition (see
 :mod:`bridge.daq.waveforms` and :mod:`bridge.daq.hardware`): a lead-in rotation
-at zero field, the reset protocol (one rotation at ``reset_oe`` = 80 Oe, then
-one step at ``input_max_oe``; skipped with ``reset=False``, which needs B = 1
+at zero field, the reset protocol (one rotation at ``reset_field_oe`` = 80 Oe, then
+one step at ``reset_settle_oe`` = ``input_max_oe``; skipped with ``reset=False``, which needs B = 1
 and continues from the previous drive, starting from zero field), the T steps,
 and a ramp-down rotation that ends at 0 V. The digital lock-in
 (:mod:`bridge.lockin`) turns the AI samples into 50 samples per rotation; the
-per-step observable is their mean resistance in ohm (``observable = "mean"``,
-what the emulated NRA reports) or all 50 (``"samples"``). ``initial`` is the
+per-step observable is their mean resistance in ohm (``n_out = 1``,
+what the emulated NRA reports) or all 50 (``n_out = 50``). ``initial`` is the
 observable of the reset's last step. ``seed`` is ignored: hardware noise cannot
 be seeded.
 
@@ -67,7 +67,8 @@ class DaqNRARig:
                  ai_rate_hz: float = lockin.SAMPLE_RATE_HZ, ao_rate_hz: float = 200_000.0,
                  rotation_hz: float = lockin.ROTATION_HZ, cutoff_hz: float = lockin.CUTOFF_HZ,
                  lockin_rate_hz: float = lockin.OUTPUT_RATE_HZ, input_min_oe: float = 0.0,
-                 input_max_oe: float = 80.0, reset_oe: float = 80.0, observable: str = "mean",
+                 input_max_oe: float = 80.0, reset_field_oe: float = 80.0,
+                 reset_settle_oe: float | None = None, n_out: int = 1,
                  transition_fraction: float = 0.1, lead_in_rotations: int = 1,
                  ao_range_v: float = 10.0, ai_range_v: float = 5.0, ai_terminal: str = "DIFF",
                  task_factory: TaskFactory | None = None):
@@ -91,14 +92,14 @@ class DaqNRARig:
         self.rotation_hz = _positive("rotation_hz", rotation_hz)
         self.cutoff_hz = _positive("cutoff_hz", cutoff_hz)
         self.lockin_rate_hz = _positive("lockin_rate_hz", lockin_rate_hz)
-        self.reset_oe = _positive("reset_oe", reset_oe)
+        self.reset_field_oe = _positive("reset_field_oe", reset_field_oe)
         self.input_max_oe = _positive("input_max_oe", input_max_oe)
+        self.reset_settle_oe = _positive("reset_settle_oe", self.input_max_oe if reset_settle_oe is None
+                                         else reset_settle_oe)
         self.input_min_oe = float(input_min_oe)
         if not 0 <= self.input_min_oe < self.input_max_oe:
             raise StationError(f"rig '{name}': need 0 <= input_min_oe < input_max_oe, got "
                                f"{input_min_oe}..{input_max_oe} (the input is a field magnitude)")
-        if observable not in ("mean", "samples"):
-            raise StationError(f"rig '{name}': observable must be 'mean' or 'samples', got {observable!r}")
         if not 0 < transition_fraction <= 0.5:
             raise StationError(f"rig '{name}': transition_fraction must be in (0, 0.5], got {transition_fraction}")
         if not (isinstance(lead_in_rotations, int) and lead_in_rotations >= 1):
@@ -110,10 +111,14 @@ class DaqNRARig:
             lockin.decimation_factor(self.ai_rate_hz, self.lockin_rate_hz)
         except ValueError as exc:
             raise StationError(f"rig '{name}': {exc}") from None
+        if n_out not in (1, self.lockin_spr):
+            raise StationError(f"rig '{name}': n_out must be 1 (rotation mean) or {self.lockin_spr} "
+                               f"(lock-in samples per rotation), got {n_out!r}")
         if not self.cutoff_hz < self.carrier_hz < self.ai_rate_hz / 2:
             raise StationError(f"rig '{name}': need cutoff_hz < carrier_hz < ai_rate_hz / 2, got "
                                f"{cutoff_hz:g}, {carrier_hz:g}, {ai_rate_hz:g}")
-        self.observable = observable
+        self.n_out = int(n_out)
+        self.observable = "mean" if self.n_out == 1 else "samples"
         self.transition_fraction = float(transition_fraction)
         self.lead_in = int(lead_in_rotations)
         self.device, self.ai_channel = device, ai_channel
@@ -128,14 +133,17 @@ class DaqNRARig:
 
     # -- description ------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
-        n_out = 1 if self.observable == "mean" else self.lockin_spr
+        n_out = self.n_out
         return {
             "name": self.name, "kind": self.kind, "backend": "nidaqmx.nra",
             "source": f"daq://{self.device}/{self.ai_channel}", "emulated": False,
             "input": {"dims": [1], "units": "Oe", "min": self.input_min_oe, "max": self.input_max_oe},
             "output": {"dims": [n_out], "units": "ohm"},
             "step_s": 1.0 / self.rotation_hz,
-            "reset": {"rotation_oe": self.reset_oe, "then_step_oe": self.input_max_oe},
+            "observable": "AMR resistance, lock-in output averaged over the rotation"
+                          if n_out == 1 else "AMR resistance, 50 lock-in samples per rotation",
+            "reset": {"field_oe": self.reset_field_oe, "rotations": 1, "settle_oe": self.reset_settle_oe,
+                      "seconds": 2.0 / self.rotation_hz},
             "calibration": {"oe_per_volt": self.oe_per_volt.tolist(), "ao_channels": list(self.io.ao_channels),
                             "ai_channel": self.ai_channel, "ao_rate_hz": self.ao_rate_hz,
                             "ai_rate_hz": self.ai_rate_hz, "carrier_hz": self.carrier_hz,
@@ -152,8 +160,8 @@ class DaqNRARig:
 
     # -- waveforms --------------------------------------------------------------------------
     def _amplitudes(self, steps_oe: np.ndarray, reset: bool) -> np.ndarray:
-        return wf.experiment_amplitudes(steps_oe, reset=reset, reset_oe=self.reset_oe,
-                                        reset_max_oe=self.input_max_oe, lead_in=self.lead_in)
+        return wf.experiment_amplitudes(steps_oe, reset=reset, reset_oe=self.reset_field_oe,
+                                        reset_max_oe=self.reset_settle_oe, lead_in=self.lead_in)
 
     def _volts(self, amplitudes: np.ndarray) -> np.ndarray:
         return wf.coil_waveforms(amplitudes, rate_hz=self.ao_rate_hz, rotation_hz=self.rotation_hz,
