@@ -8,8 +8,11 @@ a reset. The *settled response* ``r_j`` (n_out,) is the mean output over the
 repeats and the last half of the steps. Channels are standardised by their
 spread over the levels (channels that do not move are ignored), and the
 *sensitivity* ``S_j = || d r / d u ||_2`` (the derivative of a local quadratic
-fit over 5 levels, Savitzky-Golay, which tames the noise of the response) measures how much the response changes per unit
-input. The active range is the span of levels where ``S_j >= fraction * max S``,
+fit over 5 levels, Savitzky-Golay, which tames the noise of the response); a
+level whose derivative is within 3 standard errors of zero (errors estimated
+from the spread over repeats) counts as insensitive. ``S`` measures how much the
+response changes per unit input. Experiments run in a random order, so slow
+drift averages out instead of following the level. The active range is the span of levels where ``S_j >= fraction * max S``,
 its ends interpolated linearly between grid levels.
 
 A device that is dead below a threshold and saturated above another (the NRA:
@@ -51,8 +54,15 @@ class ActiveRange:
                 "fraction": self.fraction, "instrument_s": self.instrument_s, **self.params}
 
 
-def sensitivity_curve(levels: np.ndarray, response: np.ndarray) -> np.ndarray:
-    """``(L,)`` sensitivity ``|| d r / d u ||`` of standardised channels, smoothed, max 1 (or zeros)."""
+def sensitivity_curve(levels: np.ndarray, response: np.ndarray, stderr: np.ndarray | None = None, *,
+                      z_min: float = 3.0) -> np.ndarray:
+    """``(L,)`` sensitivity ``|| d r / d u ||`` of standardised channels, max 1 (or zeros).
+
+    ``response`` (L, C) settled response per level; ``stderr`` (L, C) its standard
+    error (from the repeats). With ``stderr``, a level whose derivative is not
+    ``z_min`` standard errors away from zero (``sum_c g_c^2 < z_min^2 sum_c var g_c``)
+    gets sensitivity 0: noise alone never makes a level active.
+    """
     levels = np.asarray(levels, dtype=np.float64)
     r = np.asarray(response, dtype=np.float64).reshape(len(levels), -1)
     spread = r.std(axis=0)
@@ -60,14 +70,21 @@ def sensitivity_curve(levels: np.ndarray, response: np.ndarray) -> np.ndarray:
     if not moving.any() or len(levels) < 3:
         return np.zeros(len(levels))
     z = (r[:, moving] - r[:, moving].mean(axis=0)) / spread[moving]
+    delta = float(levels[1] - levels[0])
     window = min(len(levels) - (1 - len(levels) % 2), 5)
-    if window >= 3:
+    if window >= 3:  # the derivative as a linear operator, so its noise can be propagated exactly
         from scipy.signal import savgol_filter
-        grad = savgol_filter(z, window, min(2, window - 1), deriv=1, axis=0,
-                             delta=float(levels[1] - levels[0]), mode="interp")
+        op = savgol_filter(np.eye(len(levels)), window, min(2, window - 1), deriv=1, axis=0,
+                           delta=delta, mode="interp")
     else:
-        grad = np.gradient(z, levels, axis=0)
-    s = np.sqrt((grad ** 2).sum(axis=1))
+        op = np.stack([np.gradient(e, levels) for e in np.eye(len(levels))], axis=1)
+    grad = op @ z
+    power = (grad ** 2).sum(axis=1)
+    if stderr is not None:
+        se = np.asarray(stderr, dtype=np.float64).reshape(len(levels), -1)[:, moving] / spread[moving]
+        noise_power = (op ** 2) @ (se ** 2)                      # (L, C) variance of each gradient
+        power = np.where(power >= z_min ** 2 * noise_power.sum(axis=1), power, 0.0)
+    s = np.sqrt(power)
     return s / s.max() if s.max() > 0 else s
 
 
@@ -89,7 +106,7 @@ def range_from_curve(levels: np.ndarray, sensitivity: np.ndarray, fraction: floa
     return lo, hi
 
 
-def find_active_range(client: Any, *, levels: int = 33, repeats: int = 16, steps: int = 20,
+def find_active_range(client: Any, *, levels: int = 65, repeats: int = 16, steps: int = 20,
                       fraction: float = 0.1, seed: int = 0,
                       override: tuple[float, float] | None = None) -> ActiveRange:
     """Sweep constant inputs through ``client`` (a ``bridge.RigClient``) and find the active range.
@@ -115,11 +132,17 @@ def find_active_range(client: Any, *, levels: int = 33, repeats: int = 16, steps
     if not 0 < fraction < 1:
         raise ConfigError(f"fraction must lie in (0, 1), got {fraction}")
     grid = np.linspace(rmin, rmax, levels)
-    inputs = np.repeat(grid, repeats)[:, None, None] * np.ones((1, steps, n_in))
+    # experiments in a random order, so slow drift does not masquerade as a response to the level
+    order = np.random.default_rng(int(seed)).permutation(levels * repeats)
+    level_of = np.repeat(np.arange(levels), repeats)[order]
+    inputs = grid[level_of][:, None, None] * np.ones((1, steps, n_in))
     res = client.drive(inputs, reset=True, seed=int(seed))
-    out = np.asarray(res.outputs, dtype=np.float64).reshape(levels, repeats, steps, -1)
-    response = out[:, :, steps // 2:, :].mean(axis=(1, 2))  # (L, n_out)
-    sens = sensitivity_curve(grid, response)
+    out = np.asarray(res.outputs, dtype=np.float64)[np.argsort(order)]
+    out = out.reshape(levels, repeats, steps, -1)
+    settled = out[:, :, steps // 2:, :].mean(axis=2)          # (L, repeats, n_out)
+    response = settled.mean(axis=1)
+    stderr = settled.std(axis=1, ddof=1) / np.sqrt(repeats) if repeats > 1 else None
+    sens = sensitivity_curve(grid, response, stderr)
     lo, hi = range_from_curve(grid, sens, fraction)
     return ActiveRange(lo=np.full(n_in, lo), hi=np.full(n_in, hi), levels=grid, response=response,
                        sensitivity=sens, fraction=float(fraction), instrument_s=float(res.instrument_s),

@@ -140,3 +140,13 @@ def test_bad_settings(served, tmp_path):
         collect(client, tmp_path / "x.h5", **{**KW, "repeats": 3})
     with pytest.raises(ConfigError, match="mode"):
         collect(client, tmp_path / "x.h5", **{**KW, "mode": "sideways"})
+
+
+def test_active_range_of_the_emulated_nra(served):
+    nra = pytest.importorskip("emulator.nra")
+    client = served(nra.NRARig(seed=0), name="nra")
+    ar = find_active_range(client, seed=0)
+    # the NRA is frozen below ~20 Oe and saturated above ~35 Oe (emulator/nra.py); the sweep's
+    # 1.25 Oe grid and 5-level derivative blur the edges by a few Oe
+    assert 14.0 <= ar.lo[0] <= 21.0, ar.lo
+    assert 32.0 <= ar.hi[0] <= 38.0, ar.hi
