@@ -27,14 +27,9 @@ def _twin(**kw):
 
 @pytest.fixture
 def served():
-    """A LeakyRig behind an in-process RigServer, and a client to it (or the rig itself if the
-    bus is not built yet)."""
+    """A LeakyRig behind an in-process RigServer, and a client to it."""
+    from bridge import RigClient, RigServer
     rig = _rig()
-    try:
-        from bridge import RigClient, RigServer
-    except ImportError:
-        yield rig, rig
-        return
     with RigServer({"leaky": rig}, "inproc://network-test") as server:
         server.start()
         with RigClient("inproc://network-test", "leaky", timeout_s=20.0) as client:

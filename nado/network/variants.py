@@ -11,7 +11,7 @@ plain dict the scenario runner writes under ``networks`` in results.json::
 - ``ode``: weights trained through the noise-free (ODE) twins; ``sim`` is the
   deterministic prediction.
 - ``rc``: reservoir baseline with hidden weights matched to the ``sde``
-  network's (``rc_single``: one layer with the same node count, if asked).
+  network's (``rc1``: one layer with the same node count, if asked).
 - ``mlp`` / ``leaky``: software references of the same shape; ``transfer`` is
   None (there is no device to transfer them to).
 Missing twins or clients skip the variants that need them.
@@ -55,7 +55,7 @@ def run_variants(task_data: Any, config: TrainConfig | dict | None = None, *,
         out[v] = {**res, "history": hist, "weights": net.weight_arrays()}
     base = nets.get("sde") or nets.get("ode")
     if base is not None:
-        for v, single in (("rc", False), ("rc_single", True)):
+        for v, single in (("rc", False), ("rc1", True)):
             if v in variants:
                 clients = clients_by_layer
                 if clients is not None and single:
