@@ -41,7 +41,7 @@ def _from_embedded(twin: Twin, u: torch.Tensor, y0: torch.Tensor, dw=None) -> to
 
 def fit_ode(dataset, config: TwinConfig | None = None, *, seed: int = 0, epochs: int = 40,
             window: int | None = None, batch: int = 128, iters_per_epoch: int | None = None,
-            lr: float = 3e-3, val_fraction: float = 0.1, progress: bool = True
+            lr: float = 1e-2, val_fraction: float = 0.1, progress: bool = True
             ) -> tuple[Twin, dict[str, Any]]:
     """Fit a neural-ODE twin to ``dataset`` (a :class:`nado.dataset.Dataset`).
 

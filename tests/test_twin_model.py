@@ -1,0 +1,152 @@
+"""Twin model, integrator and checkpoints: agreement with torchsde, gradients, errors, seeds."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nado.errors import CheckpointError, ConfigError
+from nado.twin import Twin, TwinConfig, load_twin, save_twin
+from nado.twin.integrate import integrate
+from nado.twin.reference import sdeint_reference
+
+
+def _random_sde(method="euler", n_delay=5, n_obs=1, seed=0):
+    torch.manual_seed(seed)
+    twin = Twin(TwinConfig(kind="sde", n_in=1, n_obs=n_obs, n_delay=n_delay, n_aux=10,
+                           method=method, input_lo=(0.0,), input_hi=(80.0,),
+                           obs_mean=(2.0,) * n_obs, obs_std=(0.5,) * n_obs))
+    with torch.no_grad():      # make noise, coupling and drift all matter
+        for layer in list(twin.g) + list(twin.f):
+            layer.weight.normal_(0, 0.2)
+        twin.a_mat.normal_(0, 0.5)
+    return twin
+
+
+@pytest.mark.parametrize("method,n_delay,tol", [("euler", 5, 2e-6), ("euler", 0, 0.0),
+                                                 ("heun", 0, 0.0)])
+def test_integrator_matches_torchsde_with_same_increments(method, n_delay, tol):
+    twin = _random_sde(method, n_delay)
+    u = torch.rand(32, 20, 1) * 2 - 1
+    y0 = twin.embed(torch.randn(32, 1))
+    dw = twin.sample_noise(32, 20, generator=torch.Generator().manual_seed(1))
+    p = twin.packed(True)
+    ours = integrate(p, u, y0, method=method, dw=dw)
+    ref = sdeint_reference(p, u, y0, method=method, dw=dw)
+    assert ours.shape == ref.shape == (32, 20, 1)
+    assert ours.std() > 0.3                       # a real, noisy trajectory
+    assert (ours - ref).abs().max().item() <= tol  # dt = 1 is dyadic: bit-level or ~1e-7
+
+
+def test_simulate_shapes_units_and_noise_switch():
+    twin = _random_sde()
+    s = torch.rand(8, 12, 1) * 80
+    gen = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    a = twin.simulate(s, generator=gen())
+    b = twin.simulate(s, generator=gen())
+    assert a.shape == (8, 12, 1)
+    assert torch.equal(a, b)                      # same generator seed, same samples
+    assert not torch.equal(a, twin.simulate(s, generator=torch.Generator().manual_seed(5)))
+    x0 = torch.full((8, 1), 2.0)
+    d1 = twin.simulate(s, x0, noise=False)
+    assert torch.equal(d1, twin.simulate(s, x0, noise=False))
+    lo, hi = twin.active_range
+    assert lo.tolist() == [0.0] and hi.tolist() == [80.0]
+    with pytest.raises(ConfigError, match="shape"):
+        twin.simulate(torch.zeros(8, 12, 2))
+    with pytest.raises(ConfigError, match="x0"):
+        twin.simulate(s, torch.zeros(3, 1))
+
+
+def test_sample_initial_draws_from_reset_samples():
+    cfg = TwinConfig(kind="ode", n_in=1, n_obs=2, n_aux=0, n_reset=3)
+    reset = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    twin = Twin(cfg, reset)
+    x = twin.sample_initial(200, generator=torch.Generator().manual_seed(0))
+    rows = {tuple(r) for r in x.tolist()}
+    assert rows == {(1.0, 2.0), (3.0, 4.0), (5.0, 6.0)}
+    with pytest.raises(ConfigError, match="reset_samples"):
+        Twin(cfg, reset[:2])
+
+
+@pytest.mark.parametrize("kind,method", [("sde", "euler"), ("sde", "heun"), ("ode", "rk4")])
+def test_gradients_flow_through_simulate_to_inputs(kind, method):
+    torch.manual_seed(0)
+    cfg = TwinConfig(kind=kind, n_in=1, n_obs=1, n_aux=10 if kind == "sde" else 0, method=method,
+                     input_lo=(0.0,), input_hi=(80.0,))
+    twin = Twin(cfg)
+    for p in twin.parameters():
+        p.requires_grad_(False)
+    s = (torch.rand(4, 10, 1) * 80).requires_grad_(True)
+    out = twin.simulate(s, torch.zeros(4, 1), generator=torch.Generator().manual_seed(0))
+    out[:, -1].sum().backward()
+    assert s.grad is not None and torch.isfinite(s.grad).all()
+    assert s.grad[:, 0].abs().sum() > 0           # the last output depends on the first input
+    # finite-difference check of one entry (float64 twin)
+    twin = twin.double()
+    s64 = (torch.rand(2, 6, 1, dtype=torch.float64) * 80).requires_grad_(True)
+    x0 = torch.zeros(2, 1, dtype=torch.float64)
+    f = lambda v: twin.simulate(v, x0, noise=False)[:, -1].sum()  # noqa: E731
+    f(s64).backward()
+    eps = 1e-4
+    bump = torch.zeros_like(s64)
+    bump[0, 2, 0] = eps
+    fd = (f(s64.detach() + bump) - f(s64.detach() - bump)) / (2 * eps)
+    assert abs(float(fd) - float(s64.grad[0, 2, 0])) < 1e-6 * max(1.0, abs(float(fd)))
+
+
+def test_checkpoint_round_trip(tmp_path):
+    twin = _random_sde()
+    path = save_twin(twin, tmp_path / "twin.pt")
+    meta = json.loads((tmp_path / "twin.json").read_text())
+    assert meta["version"] == 1 and meta["config"]["kind"] == "sde"
+    back = load_twin(path)
+    assert back.config == twin.config
+    s = torch.rand(5, 7, 1) * 80
+    g = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    assert torch.equal(back.simulate(s, generator=g()), twin.simulate(s, generator=g()))
+    assert not list(tmp_path.glob(".twin*"))      # no temp files left behind
+
+
+def test_checkpoint_errors_are_clear(tmp_path):
+    twin = _random_sde()
+    path = save_twin(twin, tmp_path / "twin.pt")
+    meta_path = tmp_path / "twin.json"
+    meta = json.loads(meta_path.read_text())
+
+    meta_path.write_text(json.dumps({**meta, "version": 99}))
+    with pytest.raises(CheckpointError, match="version 99"):
+        load_twin(path)
+
+    wrong = dict(meta, config={**meta["config"], "width": 32})
+    meta_path.write_text(json.dumps(wrong))
+    with pytest.raises(CheckpointError, match="wrong shapes.*f.0.weight"):
+        load_twin(path)
+
+    wrong = dict(meta, config={**meta["config"], "kind": "ode", "n_aux": 0})
+    meta_path.write_text(json.dumps(wrong))
+    with pytest.raises(CheckpointError, match="unexpected"):
+        load_twin(path)
+
+    wrong = dict(meta, config={**meta["config"], "colour": 1})
+    meta_path.write_text(json.dumps(wrong))
+    with pytest.raises(CheckpointError, match="unknown keys"):
+        load_twin(path)
+
+    meta_path.unlink()
+    with pytest.raises(CheckpointError, match="no such file"):
+        load_twin(path)
+    assert issubclass(CheckpointError, ValueError)
+
+
+def test_config_validation_and_json_round_trip():
+    cfg = TwinConfig(kind="sde", n_in=2, n_obs=3, input_lo=(0, 1), input_hi=(2, 3))
+    assert TwinConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ConfigError, match="method"):
+        TwinConfig(kind="ode", n_in=1, n_obs=1, n_aux=0, method="heun")
+    with pytest.raises(ConfigError, match="n_aux"):
+        TwinConfig(kind="ode", n_in=1, n_obs=1)
+    with pytest.raises(ConfigError, match="input_hi"):
+        TwinConfig(kind="ode", n_in=1, n_obs=1, n_aux=0, input_lo=(5,), input_hi=(5,))
+    with pytest.raises(ConfigError, match="version"):
+        TwinConfig.from_dict({**cfg.to_dict(), "version": 0})
