@@ -80,7 +80,10 @@ def demodulate(signal_v: np.ndarray, *, carrier_hz: float = CARRIER_HZ,
     iq = np.empty((2, v.shape[0]))
     np.multiply(v, np.cos(phase), out=iq[0])
     np.multiply(v, np.sin(phase), out=iq[1])
-    iq = sps.sosfiltfilt(lowpass_sos(float(cutoff_hz), float(sample_rate_hz), int(order)), iq, axis=-1)
+    # pad by mirroring (even: keeps the level at the edges) over ~3 periods of the cut-off
+    padlen = min(v.shape[0] - 1, int(3 * sample_rate_hz / cutoff_hz))
+    iq = sps.sosfiltfilt(lowpass_sos(float(cutoff_hz), float(sample_rate_hz), int(order)), iq,
+                         axis=-1, padtype="even", padlen=padlen)
     picked = iq[:, factor // 2::factor]
     return 2.0 * np.hypot(picked[0], picked[1])
 
