@@ -197,3 +197,20 @@ def split_dataset(dataset: Dataset, *, seed: int = 0,
             repeats_initial=dataset.repeats_initial[r],
             attrs={**dataset.attrs, "split": {"name": name, "seed": seed, "fractions": list(fractions)}})
     return out
+
+
+def without_test(dataset: Dataset, *, seed: int = 0,
+                 fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> Dataset:
+    """The dataset minus its test split (train and validation rows): what fitting may see."""
+    dyn = split_indices(dataset.dynamics_inputs.shape[0], seed=seed, fractions=fractions)
+    rep = split_indices(dataset.repeats_inputs.shape[0], seed=seed + 1, fractions=fractions)
+    d = np.sort(np.concatenate([dyn["train"], dyn["validation"]]))
+    r = np.sort(np.concatenate([rep["train"], rep["validation"]]))
+    return replace(
+        dataset,
+        dynamics_inputs=dataset.dynamics_inputs[d], dynamics_outputs=dataset.dynamics_outputs[d],
+        dynamics_initial=dataset.dynamics_initial[d], dynamics_reset=dataset.resets[d],
+        repeats_inputs=dataset.repeats_inputs[r], repeats_outputs=dataset.repeats_outputs[r],
+        repeats_initial=dataset.repeats_initial[r],
+        attrs={**dataset.attrs, "split": {"name": "train+validation", "seed": seed,
+                                          "fractions": list(fractions)}})

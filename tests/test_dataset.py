@@ -3,7 +3,8 @@ import h5py
 import numpy as np
 import pytest
 
-from nado.dataset import Dataset, load_dataset, save_dataset, split_dataset, split_indices
+from nado.dataset import (Dataset, load_dataset, save_dataset, split_dataset, split_indices,
+                          without_test)
 from nado.datastore import DatasetWriter
 from nado.errors import DatasetError
 
@@ -123,3 +124,14 @@ def test_split_deterministic_and_disjoint():
     assert parts["test"].attrs["split"]["name"] == "test"
     with pytest.raises(DatasetError):
         split_indices(10, fractions=(1, -1, 0))
+
+
+def test_without_test_excludes_exactly_the_test_rows():
+    ds = make_dataset(N=40, M=20)
+    parts = split_dataset(ds, seed=5)
+    fit = without_test(ds, seed=5)
+    assert fit.dynamics_inputs.shape[0] == 40 - parts["test"].dynamics_inputs.shape[0]
+    test_rows = {r.tobytes() for r in parts["test"].dynamics_inputs}
+    assert not test_rows & {r.tobytes() for r in fit.dynamics_inputs}
+    test_rep = {r.tobytes() for r in parts["test"].repeats_inputs}
+    assert not test_rep & {r.tobytes() for r in fit.repeats_inputs}
