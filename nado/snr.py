@@ -1,0 +1,33 @@
+"""Signal-to-noise ratio of a rig, measured one way everywhere (DESIGN.md).
+
+Drive M random sequences (uniform over the active range) R times each:
+signal = the standard deviation, over sequences and steps, of the mean over
+repeats; noise = the root mean square, over sequences and steps, of the
+standard deviation over repeats; SNR = signal / noise, per output channel, and
+the median over channels. A collected dataset's repeats set is exactly such a
+measurement, so :func:`snr_from_repeats` needs no extra instrument time.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def snr_from_repeats(outputs: np.ndarray) -> dict[str, Any]:
+    """SNR of repeated measurements ``outputs (M, R, T, n_out)``.
+
+    Returns ``{snr (median over channels), per_channel [n_out], signal [n_out], noise [n_out],
+    M, R, T}``. Raises ValueError when ``R < 2`` or ``M * T < 2``.
+    """
+    y = np.asarray(outputs, dtype=np.float64)
+    if y.ndim != 4:
+        raise ValueError(f"repeats outputs must be (M, R, T, n_out), got shape {y.shape}")
+    M, R, T, n = y.shape
+    if R < 2 or M * T < 2:
+        raise ValueError(f"the SNR needs R >= 2 repeats and M*T >= 2 points, got M={M}, R={R}, T={T}")
+    signal = y.mean(axis=1).reshape(M * T, n).std(axis=0)
+    noise = np.sqrt((y.std(axis=1, ddof=1) ** 2).reshape(M * T, n).mean(axis=0))
+    per = np.where(noise > 0, signal / np.where(noise > 0, noise, 1.0), np.inf)
+    return {"snr": float(np.median(per)), "per_channel": per.tolist(), "signal": signal.tolist(),
+            "noise": noise.tolist(), "M": M, "R": R, "T": T}
