@@ -1,0 +1,158 @@
+"""Scenario files: every shipped file validates; bad keys and values fail naming the key."""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from nado.errors import ConfigError
+from nado.runcache import StageCache, stage_key
+from nado.scenario import dump_toml, load_scenario, merge, validate
+from nado.snr import snr_from_repeats
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = sorted((ROOT / "scenarios").glob("*.toml"))
+
+MINIMAL = {"task": {"kind": "digits"}, "network": {"layers": ["nra", "nra"]}}
+
+
+def test_the_paper_scenarios_ship():
+    names = {p.stem for p in SCENARIOS}
+    for base in ("quickstart", "mnist_nra", "mackey_glass_cascade", "emg_nra"):
+        assert base in names and f"{base}_real" in names
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("quick", [False, True])
+def test_every_scenario_validates(path, quick):
+    sc = load_scenario(path, quick=quick)
+    assert sc.kinds and sc.variants.names
+    cfg = sc.train_config()
+    assert len(cfg.nodes) == len(sc.network.layers)
+    # the resolved form round-trips through TOML
+    again = validate(tomllib.loads(dump_toml(sc.to_dict())), source=str(path))
+    assert again.to_dict() == sc.to_dict()
+
+
+@pytest.mark.parametrize("base", ["quickstart", "mnist_nra", "mackey_glass_cascade", "emg_nra"])
+def test_real_versions_differ_only_in_station(base):
+    emu = tomllib.loads((ROOT / "scenarios" / f"{base}.toml").read_text())
+    real = tomllib.loads((ROOT / "scenarios" / f"{base}_real.toml").read_text())
+    assert real["station"]["path"] == "stations/real.toml"
+    assert (ROOT / "scenarios" / "stations" / "real.toml").is_file()
+    for d in (emu, real):
+        d.pop("station")
+        d["run"].pop("name")
+    assert emu == real
+
+
+def test_quick_merges_the_budget():
+    sc = load_scenario(ROOT / "scenarios" / "quickstart.toml")
+    q = load_scenario(ROOT / "scenarios" / "quickstart.toml", quick=True)
+    assert q.collect.sequences < sc.collect.sequences
+    assert q.train_config().epochs < sc.train_config().epochs
+    assert q.network.layers == sc.network.layers  # same code path, smaller numbers
+
+
+def test_defaults_fill_in():
+    sc = validate(MINIMAL)
+    assert sc.run.seed == 0 and sc.station.path == "builtin"
+    assert sc.variants.names == ("sde", "ode", "rc")
+    assert sc.collect.for_kind("nra")["repeats"] == (100, 50)
+    assert sc.rig_name("nra") == "nra"
+
+
+@pytest.mark.parametrize("patch, key", [
+    ({"bogus": {}}, "scenario.bogus"),
+    ({"run": {"seeds": 1}}, "run.seeds"),
+    ({"run": {"seed": -1}}, "run.seed"),
+    ({"run": {"seed": "zero"}}, "run.seed"),
+    ({"station": {"bind": "tcp"}}, "station.bind"),
+    ({"station": {"endpoint": "localhost:5555"}}, "station.endpoint"),
+    ({"collect": {"sequences": 1.5}}, "collect.sequences"),
+    ({"collect": {"repeats": [10]}}, "collect.repeats"),
+    ({"collect": {"repeats": [10, 1]}}, "collect.repeats[1]"),
+    ({"collect": {"asvi": {"mode": "long"}}}, "collect.asvi"),
+    ({"collect": {"nra": {"mode": "short"}}}, "collect.nra.mode"),
+    ({"collect": {"active_range": {"nra": [30, 10]}}}, "collect.active_range.nra"),
+    ({"twins": {"widht": 64}}, "twins.widht"),
+    ({"twins": {"nra": {"n_delay": -1}}}, "twins.nra.n_delay"),
+    ({"twins": {"ode": {"epochz": 3}}}, "twins.ode.epochz"),
+    ({"task": {"kind": "cifar"}}, "task.kind"),
+    ({"task": {"visibility": [30]}}, "task.visibility[0]"),
+    ({"task": {"horizons": [1]}}, "task.horizons"),
+    ({"task": {"kind": "mnist"}}, "task.data_dir"),
+    ({"task": {"kind": "mackey_glass", "n_samples": 2000}}, "task.n_samples"),
+    ({"task": {"kind": "emg", "data_dir": "x", "window": 15}}, "task.window"),
+    ({"network": {"layers": []}}, "network.layers"),
+    ({"network": {"nodes": [8]}}, "network.nodes"),
+    ({"network": {"sizes": [8, 8]}}, "network.sizes"),
+    ({"train": {"epochs": 0}}, "train.epochs"),
+    ({"train": {"optimizer": "sgd"}}, "optimizer"),
+    ({"variants": {"list": ["sde", "cascade"]}}, "variants.list[1]"),
+    ({"variants": {"depths": [3]}}, "variants.depths"),
+    ({"budget": {"train": {"epochs": -2}}}, "train.epochs"),
+    ({"budget": {"network": {"nodez": 3}}}, "network.nodez"),
+    ({"budget": {"nonsense": {}}}, "budget.nonsense"),
+])
+def test_bad_keys_and_values_name_the_key(patch, key):
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        validate(merge(MINIMAL, patch))
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_scenario(tmp_path / "none.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[run\nname = 1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_scenario(bad)
+    bad.write_text('[task]\nkind = "digits"\n[network]\nlayers = ["nra"]\nnodes = [0]\n')
+    with pytest.raises(ConfigError, match=r"bad.toml: network.nodes\[0\]"):
+        load_scenario(bad)
+
+
+def test_paths_resolve_against_the_scenario_file(tmp_path):
+    (tmp_path / "sub").mkdir()
+    f = tmp_path / "sub" / "s.toml"
+    f.write_text('[task]\nkind = "mnist"\ndata_dir = "../mnist"\n[network]\nlayers = ["nra"]\n')
+    sc = load_scenario(f)
+    assert sc.resolve_path(sc.task.params["data_dir"]).resolve() == (tmp_path / "mnist").resolve()
+    assert sc.to_dict()["task"]["data_dir"] == str((tmp_path / "mnist").resolve())
+
+
+def test_stage_keys_and_cache(tmp_path):
+    assert stage_key("a", {"x": 1, "y": [1, 2]}) == stage_key("a", {"y": [1, 2], "x": 1})
+    assert stage_key("a", {"x": 1}) != stage_key("a", {"x": 2}) != stage_key("b", {"x": 2})
+    cache = StageCache(tmp_path)
+    d, done = cache.lookup("s", {"x": 1})
+    assert not done and d.is_dir()
+    (d / "out.txt").write_text("result")
+    cache.finish(d)
+    assert StageCache(tmp_path).lookup("s", {"x": 1}) == (d, True)
+    d2, done2 = StageCache(tmp_path).lookup("s", {"x": 2})
+    assert not done2 and d2 != d
+    # an unfinished stage is redone from an empty folder
+    (d2 / "partial").write_text("x")
+    d3, done3 = StageCache(tmp_path).lookup("s", {"x": 2})
+    assert d3 == d2 and not done3 and not (d2 / "partial").exists()
+    # --fresh recomputes once, then reuses within the run
+    fresh = StageCache(tmp_path, fresh=True)
+    assert fresh.lookup("s", {"x": 1})[1] is False
+    cache.finish(d)
+    assert fresh.lookup("s", {"x": 1})[1] is True
+
+
+def test_snr_definition():
+    import numpy as np
+    rng = np.random.default_rng(0)
+    M, R, T = 200, 50, 10
+    signal = rng.normal(0.0, 3.0, size=(M, 1, T, 2))
+    noise = rng.normal(0.0, 1.0, size=(M, R, T, 2))
+    out = snr_from_repeats(signal + noise)
+    # signal std 3 (plus noise/sqrt(R) in the mean), noise 1: SNR about 3 within 5 %
+    assert out["snr"] == pytest.approx(3.0, rel=0.05)
+    assert len(out["per_channel"]) == 2
+    with pytest.raises(ValueError, match="R >= 2"):
+        snr_from_repeats(np.zeros((3, 1, 4, 1)))
