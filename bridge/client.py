@@ -23,6 +23,7 @@ Arrays in results view the reply's memory (writable, no copy).
 """
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from typing import Any
@@ -60,6 +61,8 @@ class RigClient:
         self._monitor: zmq.Socket | None = None
         self._connected = endpoint.startswith("inproc://")  # inproc has no connection events
         self._ever_connected = self._connected
+        self._prefix = uuid.uuid4().hex[:24]   # request id = random prefix + counter: unique, cheap
+        self._count = itertools.count()
 
     # ---- ops -----------------------------------------------------------------------------
     def hello(self) -> dict[str, Any]:
@@ -86,8 +89,13 @@ class RigClient:
             if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
                 raise BadInput(f"seed must be None or an int >= 0, got {seed!r}")
             seed = int(seed)
-        res = self.request(P.DRIVE, rig=self._rig(rig),
-                           args={"inputs": arr, "reset": bool(reset), "seed": seed})
+        arr = P.wire_array(arr)
+        rig = self._rig(rig)
+        rid = self._new_id()
+        head = {"v": P.VERSION, "id": rid, "op": P.DRIVE, "rig": rig, "args": {
+            "inputs": {P.ND_KEY: 0, "dtype": arr.dtype.str, "shape": list(arr.shape)},
+            "reset": bool(reset), "seed": seed}}
+        res = self._roundtrip([P.pack_header(head), arr], rid, P.DRIVE, rig)
         out, init, t = res.get("outputs"), res.get("initial"), res.get("instrument_s")
         if not (isinstance(out, np.ndarray) and isinstance(init, np.ndarray) and isinstance(t, (int, float))):
             raise ProtocolError(P.BAD_REQUEST, f"malformed drive reply from {self.endpoint}: {sorted(res)}")
@@ -106,8 +114,13 @@ class RigClient:
     # ---- transport -----------------------------------------------------------------------
     def request(self, op: str, *, rig: str | None = None, args: dict | None = None) -> dict[str, Any]:
         """Send one request (retrying with the same id); return its ``result`` map."""
-        rid = uuid.uuid4().hex
-        frames = P.encode(P.request(op, rid, rig, args))
+        rid = self._new_id()
+        return self._roundtrip(P.encode(P.request(op, rid, rig, args)), rid, op, rig)
+
+    def _new_id(self) -> str:
+        return f"{self._prefix}{next(self._count):08x}"
+
+    def _roundtrip(self, frames: list, rid: str, op: str, rig: str | None) -> dict[str, Any]:
         tries = self.retries + 1
         for _ in range(tries):
             sock = self._socket()
@@ -124,28 +137,35 @@ class RigClient:
                          f"{tries} tries; is the server running? raise timeout_s for slow drives")
 
     def _wait(self, sock: zmq.Socket, rid: str) -> dict | None:
+        """The reply to ``rid``, or None after ``timeout_s``; stale replies are skipped."""
         deadline = time.monotonic() + self.timeout_s
+        left_ms = int(self.timeout_s * 1000)
         while True:
-            left_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
-            if self._monitor is None:
-                ready = sock.poll(left_ms, zmq.POLLIN)
-            else:
+            if self._monitor is None:  # connected: a blocking receive with a timeout
+                if left_ms != self._rcvtimeo:
+                    sock.setsockopt(zmq.RCVTIMEO, max(left_ms, 1))
+                    self._rcvtimeo = left_ms
+                try:
+                    msg = sock.recv_multipart(copy=False)
+                except zmq.Again:
+                    return None
+            else:  # not yet connected: watch the monitor too
                 poller = zmq.Poller()
                 poller.register(sock, zmq.POLLIN)
                 poller.register(self._monitor, zmq.POLLIN)
                 events = dict(poller.poll(left_ms))
                 if self._monitor in events:
                     self._read_monitor()
-                ready = events.get(sock, 0)
-            if ready:
-                if not self._connected:
+                msg = sock.recv_multipart(copy=False) if events.get(sock) else None
+                if msg is not None and not self._connected:
                     self._connected = self._ever_connected = True
                     self._stop_monitor()
-                reply = P.decode(sock.recv_multipart(copy=False))
+            if msg is not None:
+                reply = P.decode(msg)
                 if reply.get("id") == rid or (reply.get("id") is None and reply.get("ok") is False):
                     return reply
-                continue  # a stale reply to an earlier request
-            if time.monotonic() >= deadline:
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms <= 0:
                 return None
 
     def _result(self, reply: dict, op: str, rig: str | None) -> dict[str, Any]:
@@ -171,6 +191,7 @@ class RigClient:
         if self._sock is None:
             sock = self.context.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            self._rcvtimeo = -1
             if not self._connected:
                 self._monitor = sock.get_monitor_socket(_EVENTS)
             try:

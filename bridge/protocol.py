@@ -105,9 +105,14 @@ def pack_header(header: dict[str, Any]) -> bytes:
     return msgpack.packb(header, use_bin_type=True, default=_pack_default)
 
 
-def _wire_array(arr: np.ndarray) -> np.ndarray:
-    """Return ``arr`` as a C-contiguous array of an allowed little-endian dtype."""
+_NP_DTYPES = {s: np.dtype(s) for s in DTYPES}
+
+
+def wire_array(arr: np.ndarray) -> np.ndarray:
+    """Return ``arr`` as a C-contiguous array of an allowed little-endian dtype (no copy if it is one)."""
     dt = arr.dtype
+    if dt.str in _NP_DTYPES and arr.flags.c_contiguous:
+        return arr
     if dt.kind == "f":
         want = "<f4" if dt.itemsize == 4 else "<f8"
     elif dt.kind in "iub":
@@ -126,15 +131,18 @@ def encode(header: dict[str, Any]) -> list[Any]:
     bufs: list[np.ndarray] = []
 
     def walk(obj: Any, depth: int) -> Any:
-        if depth > MAX_DEPTH:
-            raise ProtocolError(INTERNAL, f"header nests deeper than {MAX_DEPTH}")
-        if isinstance(obj, np.ndarray):
-            arr = _wire_array(obj)
+        t = type(obj)
+        if t is dict or (t is not np.ndarray and isinstance(obj, dict)):
+            if depth > MAX_DEPTH:
+                raise ProtocolError(INTERNAL, f"header nests deeper than {MAX_DEPTH}")
+            return {k: walk(v, depth + 1) for k, v in obj.items()}
+        if t is np.ndarray:
+            arr = wire_array(obj)
             bufs.append(arr)
             return {ND_KEY: len(bufs) - 1, "dtype": arr.dtype.str, "shape": list(arr.shape)}
-        if isinstance(obj, dict):
-            return {k: walk(v, depth + 1) for k, v in obj.items()}
-        if isinstance(obj, (list, tuple)):
+        if t is list or t is tuple:
+            if depth > MAX_DEPTH:
+                raise ProtocolError(INTERNAL, f"header nests deeper than {MAX_DEPTH}")
             return [walk(v, depth + 1) for v in obj]
         return obj
 
@@ -148,7 +156,7 @@ def _frame_buffer(frame: Any) -> memoryview:
 
 
 def _array_from_ref(ref: dict[str, Any], frames: Sequence[Any], used: list[bool]) -> np.ndarray:
-    if set(ref) != {ND_KEY, "dtype", "shape"}:
+    if len(ref) != 3 or "dtype" not in ref or "shape" not in ref:
         raise ProtocolError(BAD_REQUEST, f"array reference must have exactly the keys $nd, dtype, shape; got {sorted(ref)}")
     i, dtype, shape = ref[ND_KEY], ref["dtype"], ref["shape"]
     if type(i) is not int or not 0 <= i < len(frames):
@@ -156,23 +164,26 @@ def _array_from_ref(ref: dict[str, Any], frames: Sequence[Any], used: list[bool]
                                          f"(the message has {len(frames)})")
     if used[i]:
         raise ProtocolError(BAD_REQUEST, f"buffer frame {i} is referenced twice")
-    if dtype not in DTYPES:
+    npdt = _NP_DTYPES.get(dtype) if type(dtype) is str else None
+    if npdt is None:
         raise ProtocolError(BAD_INPUT, f"dtype {dtype!r} is not accepted; use one of {list(DTYPES)}")
-    if (not isinstance(shape, list) or len(shape) > MAX_NDIM
+    if (type(shape) is not list or len(shape) > MAX_NDIM
             or not all(type(d) is int and d >= 0 for d in shape)):
         raise ProtocolError(BAD_REQUEST, f"shape must be a list of at most {MAX_NDIM} non-negative ints, got {shape!r}")
     used[i] = True
-    itemsize = int(dtype[-1])
-    expected = math.prod(shape) * itemsize
+    expected = math.prod(shape) * npdt.itemsize
     buf = _frame_buffer(frames[i])
     if buf.nbytes != expected:
         raise ProtocolError(BAD_REQUEST, f"buffer frame {i} holds {buf.nbytes} bytes but dtype {dtype} "
                                          f"shape {shape} needs {expected}")
-    return np.frombuffer(buf, dtype=dtype).reshape(shape)
+    return np.frombuffer(buf, dtype=npdt).reshape(shape)
+
+
+_SCALARS = (type(None), bool, int, float, str)
 
 
 def resolve(obj: Any, bufs: Sequence[Any]) -> Any:
-    """Replace every ``$nd`` reference in ``obj`` by an array viewing ``bufs[i]``.
+    """Replace every ``$nd`` reference in ``obj`` by an array viewing ``bufs[i]`` (in place).
 
     Every buffer frame must be referenced exactly once. Raises :class:`ProtocolError`
     on bad references, sizes, unknown dtypes (code ``BAD_INPUT``), or values a
@@ -183,15 +194,24 @@ def resolve(obj: Any, bufs: Sequence[Any]) -> Any:
     used = [False] * len(bufs)
 
     def walk(o: Any, depth: int) -> Any:
-        if depth > MAX_DEPTH:
-            raise ProtocolError(BAD_REQUEST, f"header nests deeper than {MAX_DEPTH}")
-        if isinstance(o, dict):
+        t = type(o)
+        if t is dict:
             if ND_KEY in o:
                 return _array_from_ref(o, bufs, used)
-            return {k: walk(v, depth + 1) for k, v in o.items()}
-        if isinstance(o, list):
-            return [walk(v, depth + 1) for v in o]
-        if o is None or isinstance(o, (bool, int, float, str)):
+            if depth > MAX_DEPTH:
+                raise ProtocolError(BAD_REQUEST, f"header nests deeper than {MAX_DEPTH}")
+            for k, v in o.items():
+                if type(v) not in _SCALARS:
+                    o[k] = walk(v, depth + 1)
+            return o
+        if t is list:
+            if depth > MAX_DEPTH:
+                raise ProtocolError(BAD_REQUEST, f"header nests deeper than {MAX_DEPTH}")
+            for k, v in enumerate(o):
+                if type(v) not in _SCALARS:
+                    o[k] = walk(v, depth + 1)
+            return o
+        if t in _SCALARS:
             return o
         raise ProtocolError(BAD_REQUEST, f"headers may not carry {type(o).__name__} values")
 

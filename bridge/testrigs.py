@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from .errors import BadInput
-from .rig import DriveResult, check_inputs
+from .rig import DriveResult
+from .worker import validate_inputs
 
 
 class _TestRig:
@@ -51,7 +52,7 @@ class _TestRig:
                 "step_s": self.step_s}
 
     def _start(self, inputs: Any, reset: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        x = check_inputs(inputs, self.describe())
+        x = validate_inputs(np.asarray(inputs), self.describe())
         self.drive_calls += 1
         if self.latency_s:
             time.sleep(self.latency_s)
