@@ -184,7 +184,8 @@ class GuardedRig:
     def drive(self, inputs: Any, *, reset: bool = True, seed: int | None = None) -> DriveResult:
         x = check_inputs(inputs, self._desc)
         if hasattr(self.rig, "coil_plan"):
-            check_plan(self.rig.coil_plan(x, reset=reset), self.limits)
+            for b in range(x.shape[0]):  # one experiment at a time: bounded memory for large B
+                check_plan(self.rig.coil_plan(x[b:b + 1], reset=reset), self.limits)
         else:
             check_step_slew(x, float(self._desc.get("step_s") or 0.0), self.limits)
         try:
