@@ -65,7 +65,7 @@ from scipy.special import ndtr, ndtri
 
 from .base import EmulatedRig, as_float, as_int
 from .errors import ConfigError
-from .noise import OUBank
+from .noise import OUBank, switch_counts
 from .timing import ASVITiming, make_timing
 
 GAMMA_GHZ_PER_OE = 2.8e-3
@@ -150,16 +150,16 @@ class ASVIRig(EmulatedRig):
         pi_v = ndtr((hh - self.hc_wide - self.vortex_expel_oe) / self.jitter_oe)
         nu = self.vortex_p * np.exp(-np.clip(hh - self.hc_wide, 0, None) / self.vortex_window_oe)
         wm = n - wp - wv                                                  # wide, minus
-        expelled = rng.binomial(wv, pi_v)
+        expelled = switch_counts(rng, wv, pi_v)
         if sign > 0:
-            tp = tp + rng.binomial(n - tp, pi_t)
-            rev = rng.binomial(wm, pi_w)
-            new_v = rng.binomial(rev, nu)
+            tp = tp + switch_counts(rng, n - tp, pi_t)
+            rev = switch_counts(rng, wm, pi_w)
+            new_v = switch_counts(rng, rev, nu)
             wp = wp + rev - new_v + expelled
         else:
-            tp = tp - rng.binomial(tp, pi_t)
-            rev = rng.binomial(wp, pi_w)
-            new_v = rng.binomial(rev, nu)
+            tp = tp - switch_counts(rng, tp, pi_t)
+            rev = switch_counts(rng, wp, pi_w)
+            new_v = switch_counts(rng, rev, nu)
             wp = wp - rev
         wv = wv + new_v - expelled
         return {"thin_plus": tp, "wide_plus": wp, "wide_vortex": wv}

@@ -200,4 +200,19 @@ def population_switch(rng: np.random.Generator, n, p) -> np.ndarray:
         raise NoiseParamError("population sizes n must be finite and >= 0")
     if not np.all(np.isfinite(p_arr)) or np.any(p_arr < 0) or np.any(p_arr > 1):
         raise NoiseParamError("switching probabilities p must lie in [0, 1] (NaN is not allowed)")
-    return rng.binomial(n_arr.astype(np.int64), p_arr)
+    return switch_counts(rng, n_arr.astype(np.int64), p_arr)
+
+
+def switch_counts(rng: np.random.Generator, n: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """:func:`population_switch` without the checks, for the rigs' inner loops.
+
+    n: int64 counts, p: float64 probabilities of the same or a broadcastable
+    shape. Draws only where the outcome is uncertain (0 < n, 1e-12 < p < 1 - 1e-12):
+    elsewhere the count is 0 or n (a binomial truncated at 1e-12 per unit).
+    """
+    n, p = np.broadcast_arrays(n, p)
+    out = np.where(p >= 1 - 1e-12, n, 0)
+    live = (p > 1e-12) & (p < 1 - 1e-12) & (n > 0)
+    if live.any():
+        out[live] = rng.binomial(n[live], p[live])
+    return out
