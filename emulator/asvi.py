@@ -52,6 +52,12 @@ real ASVI spectra show a lag-1 autocorrelation of ~0.08), plus the intrinsic
 binomial switching noise. The default ``noise_uv`` is calibrated to DESIGN.md's
 median per-channel SNR of ~9.2 over the active window (~100-215 Oe).
 
+**Calibration** (DESIGN.md, real ASVI: median per-channel SNR 9.2, 10th
+percentile 1.9, 90th 38, lag-1 0.08; measured here with
+:func:`emulator.calibrate.measure_snr`, M=64 x R=32 x T=20, uniform 100-215 Oe):
+median 9.2, 10th percentile 1.6, 90th 21, lag-1 0.08, noise within +-10 % across
+channels. Intrinsic switching noise alone gives a median SNR of ~40.
+
 **Safe input range**: 0..``saturation_oe`` (235 Oe, the reset field); the
 active window (where loops switch bars) is ~100-215 Oe for the defaults.
 """
