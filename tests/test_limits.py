@@ -231,3 +231,24 @@ def test_real_station_file_states_limits_for_every_rig():
         assert Limits.from_table(spec.limits, rig=spec.name).missing_for_real() == [], spec.name
     nra = next(s for s in station.rigs if s.name == "nra")
     assert nra.backend == "nidaqmx.nra" and nra.params["oe_per_volt"] == [12.0, 12.0]
+
+
+def test_nado_rig_check_and_serve_without_the_driver(tmp_path, capsys):
+    from nado.cli import main
+
+    good = write(tmp_path / "good.toml", """
+        [rigs.echo]
+        backend = "echo"
+        limits = { max_field_oe = 5.0 }
+        """)
+    assert main(["rig", "check", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "echo: backend=echo" in out and "max_field_oe=5" in out
+    real = str(ROOT / "scenarios" / "stations" / "real.toml")
+    assert main(["rig", "check", real]) == 1
+    assert "nra: ERROR NI-DAQmx is not installed" in capsys.readouterr().err
+    # serving a nidaqmx.nra rig on a machine without NI-DAQmx: one clear line at start
+    assert main(["rig", "serve", real, "--bind", "inproc://test-limits-never"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["nado: error: NI-DAQmx is not installed on this machine: install it, or use "
+                   "backend = 'physics.nra' to emulate the rig"]
