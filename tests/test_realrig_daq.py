@@ -221,3 +221,34 @@ def test_bad_parameters_are_station_errors(kw, match):
     params = {"oe_per_volt": CAL, "task_factory": fake, **kw}
     with pytest.raises(StationError, match=match):
         DaqNRARig("nra", **params)
+
+
+def test_make_safe_from_another_thread_stops_a_drive_between_experiments():
+    import threading
+    import time
+
+    started = threading.Event()
+    device = emulated_response()
+
+    def slow(amps):
+        started.set()
+        time.sleep(0.3)  # an acquisition in flight
+        return device(amps)
+
+    fake = FakeTaskFactory(slow, oe_per_volt=CAL)
+    rig, _ = make_rig(fake)
+    errors = []
+
+    def run():
+        try:
+            rig.drive(np.full((3, 2, 1), 30.0))
+        except RigError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    assert started.wait(10.0)
+    rig.make_safe()  # what a lease watchdog or SIGTERM handler calls
+    t.join(10.0)
+    assert len(errors) == 1 and errors[0].code == "RIG_FAULT" and "after 1 of 3" in errors[0].message
+    assert len(tasks(fake, "nado-nra-ai")) == 1 and np.all(fake.ao_now == 0.0)

@@ -128,7 +128,8 @@ class DaqNRARig:
                         ai_range_v=_positive("ai_range_v", ai_range_v), ai_terminal=ai_terminal)
         self.limits = Limits()
         self._last: np.ndarray | None = None  # observable the next reset=False drive starts from
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # make_safe (a watchdog's thread) waits for a drive in flight
+        self._abort = threading.Event()  # set by make_safe from another thread: stop between experiments
         self.drive_calls = 0
 
     # -- description ------------------------------------------------------------------------
@@ -191,7 +192,12 @@ class DaqNRARig:
         instrument_s = 0.0
         with self._lock:
             self.drive_calls += 1
+            self._abort.clear()
             for b in range(B):
+                if self._abort.is_set():
+                    self._last = None
+                    raise RigError("RIG_FAULT", f"drive aborted after {b} of {B} experiments: the rig "
+                                   "was made safe meanwhile (lease expired or shutdown); drive again")
                 amps = self._amplitudes(x[b, :, 0], reset)
                 volts = self._volts(amps)
                 n_ai = amps.shape[0] * self.ai_spr
@@ -221,8 +227,20 @@ class DaqNRARig:
                        f"retry with reset=True") from exc
 
     def make_safe(self) -> None:
-        """Ramp both coil outputs to 0 V (bounded by the station's slew limit). Idempotent."""
-        self.io.make_safe(oe_per_volt=self.oe_per_volt, max_slew_oe_per_s=self.limits.max_slew_oe_per_s)
+        """Ramp both coil outputs to 0 V (bounded by the station's slew limit). Idempotent.
+
+        Thread-safe: called from another thread while a drive runs, it stops the drive
+        after the experiment in flight (whose waveform itself ends at 0 V) and waits
+        for it; the drive then raises ``RIG_FAULT``.
+        """
+        if not self._lock.acquire(blocking=False):
+            self._abort.set()
+            self._lock.acquire()
+        try:
+            self.io.make_safe(oe_per_volt=self.oe_per_volt,
+                              max_slew_oe_per_s=self.limits.max_slew_oe_per_s)
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         """Make the coils safe; the rig holds no open task between drives."""
