@@ -215,6 +215,7 @@ def test_without_ni_daqmx_construction_fails_with_one_clear_line():
     ({"carrier_hz": 1.5e6}, "carrier_hz"),
     ({"input_min_oe": 90.0}, "input_min_oe"),
     ({"ao_channels": ["ao0"]}, "two outputs"),
+    ({"ai_terminal": "SINGLE"}, "ai_terminal"),
 ])
 def test_bad_parameters_are_station_errors(kw, match):
     fake = FakeTaskFactory(emulated_response(), oe_per_volt=CAL)

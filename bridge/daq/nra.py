@@ -117,6 +117,9 @@ class DaqNRARig:
         if not self.cutoff_hz < self.carrier_hz < self.ai_rate_hz / 2:
             raise StationError(f"rig '{name}': need cutoff_hz < carrier_hz < ai_rate_hz / 2, got "
                                f"{cutoff_hz:g}, {carrier_hz:g}, {ai_rate_hz:g}")
+        if ai_terminal not in ("DIFF", "RSE", "NRSE", "PSEUDO_DIFF", "DEFAULT"):
+            raise StationError(f"rig '{name}': ai_terminal must be DIFF, RSE, NRSE, PSEUDO_DIFF or "
+                               f"DEFAULT, got {ai_terminal!r}")
         self.n_out = int(n_out)
         self.observable = "mean" if self.n_out == 1 else "samples"
         self.transition_fraction = float(transition_fraction)
