@@ -194,3 +194,22 @@ def test_station_builds_both_rigs_with_overrides():
     assert rigs["nra"].describe()["step_s"] == pytest.approx(1 / 32)
     assert rigs["nra"].describe()["output"]["dims"] == [100]   # 3.2 kHz / 32 Hz samples
     assert rigs["asvi"].describe()["output"]["dims"] == [30]
+
+
+def test_noise_is_stateful_across_drives_with_reset_false():
+    """A frozen NRA (10 Oe, no readout noise) shows only its drift: with reset=False the drift
+    carries on, so the jump between drives is like a step-to-step change within a drive (ratio of
+    stds < 1.5; each std is estimated from 200 values, ~5 % error), and far smaller than the
+    spread a reset gives (a fresh stationary drift, std ~ drift_ohm = 0.06 ohm)."""
+    rig = NRARig(seed=3, readout_noise_ohm=0.0, reset_vortex_p=0.0)
+    x = np.full((200, 5, 1), 10.0)
+    a = rig.drive(x, seed=1)
+    b = rig.drive(x, reset=False, seed=2)
+    between = (b.outputs[:, 0, 0] - a.outputs[:, -1, 0]).std()
+    within = np.diff(a.outputs[..., 0], axis=1).std()
+    assert between < 1.5 * within, (between, within)
+    assert between < 0.5 * a.outputs[:, -1, 0].std()
+    c = ASVIRig(seed=3)
+    first = c.drive(np.full((2, 3, 1), 150.0), seed=1)
+    again = c.drive(np.full((2, 3, 1), 150.0), reset=False, seed=1)
+    assert np.array_equal(again.initial, first.outputs[:, -1])
