@@ -13,7 +13,8 @@ One acquisition (:meth:`DaqIO.acquire`):
 
 - AI task: ``DEV/ai0``, +-``ai_range_v``, finite, ``ai_rate_hz`` (2 MHz), n samples.
 - AO task: ``DEV/ao0``, ``DEV/ao1``, +-``ao_range_v``, finite, ``ao_rate_hz``,
-  started on ``/DEV/ai/StartTrigger`` (rising edge): both tasks derive their
+  started on ``/DEV/ai/StartTrigger`` (rising edge; ``start_trigger`` overrides
+  the terminal, e.g. ``/cDAQ1/ai/StartTrigger`` on a CompactDAQ chassis): both tasks derive their
   sample clocks from the board's timebase and start on the same edge, so AO
   sample ``k`` and AI sample ``k * ai_rate / ao_rate`` are simultaneous.
 - Order: write AO (no auto-start), arm AO, start AI (fires the trigger), read
@@ -83,7 +84,7 @@ class DaqIO:
     def __init__(self, *, task_factory: TaskFactory, device: str, ao_channels: tuple[str, str],
                  ai_channel: str, ao_rate_hz: float, ai_rate_hz: float, ao_range_v: float,
                  ai_range_v: float, ai_terminal: str = "DIFF", timeout_margin_s: float = 5.0,
-                 safe_ramp_s: float = 0.05):
+                 safe_ramp_s: float = 0.05, start_trigger: str | None = None):
         self.factory = task_factory
         self.device = device
         self.ao_channels = tuple(ao_channels)
@@ -93,11 +94,12 @@ class DaqIO:
         self.ai_terminal = ai_terminal
         self.timeout_margin_s = float(timeout_margin_s)
         self.safe_ramp_s = float(safe_ramp_s)
+        self.start_trigger = start_trigger
         self.last_volts = np.zeros(len(self.ao_channels))  # best knowledge of what the AO holds
 
     @property
     def trigger_source(self) -> str:
-        return f"/{self.device}/ai/StartTrigger"
+        return self.start_trigger or f"/{self.device}/ai/StartTrigger"
 
     def _add_ao(self, task: Any) -> None:
         for ch in self.ao_channels:

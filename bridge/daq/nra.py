@@ -71,7 +71,7 @@ class DaqNRARig:
                  reset_settle_oe: float | None = None, n_out: int = 1,
                  transition_fraction: float = 0.1, lead_in_rotations: int = 1,
                  ao_range_v: float = 10.0, ai_range_v: float = 5.0, ai_terminal: str = "DIFF",
-                 task_factory: TaskFactory | None = None):
+                 start_trigger: str | None = None, task_factory: TaskFactory | None = None):
         if task_factory is None:
             self.driver_version = probe_driver(device)  # DaqNotInstalled: one clear line, at start
             task_factory = default_task_factory
@@ -128,7 +128,8 @@ class DaqNRARig:
         self.io = DaqIO(task_factory=task_factory, device=device, ao_channels=tuple(ao_channels),
                         ai_channel=ai_channel, ao_rate_hz=self.ao_rate_hz, ai_rate_hz=self.ai_rate_hz,
                         ao_range_v=_positive("ao_range_v", ao_range_v),
-                        ai_range_v=_positive("ai_range_v", ai_range_v), ai_terminal=ai_terminal)
+                        ai_range_v=_positive("ai_range_v", ai_range_v), ai_terminal=ai_terminal,
+                        start_trigger=start_trigger)
         self.limits = Limits()
         self._last: np.ndarray | None = None  # observable the next reset=False drive starts from
         self._lock = threading.RLock()  # make_safe (a watchdog's thread) waits for a drive in flight
