@@ -246,6 +246,9 @@ class ASVIRig(EmulatedRig):
     def _instrument_phases(self, x: np.ndarray, reset: bool):
         t = self.timing
         sweep = t.sweep_s(self.f_min_ghz, self.f_max_ghz)
-        steps = (t.loop_s(x[:, :, 0], self.bias_oe) + sweep).sum(axis=1)            # (B,)
-        first = t.reset_s(self.saturation_oe, self.bias_oe) + sweep if reset else 0.0
-        return t.request_overhead_s, [(first, float(s)) for s in steps]
+        loops = t.loop_s(x[:, :, 0], self.bias_oe).sum(axis=1)                      # (B,)
+        T = x.shape[1]
+        head = [("reset ramp", t.reset_s(self.saturation_oe, self.bias_oe)),
+                ("FMR sweep", sweep)] if reset else []
+        return t.request_overhead_s, [head + [("field loops", float(lp)), ("FMR sweeps", T * sweep)]
+                                      for lp in loops]

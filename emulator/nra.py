@@ -295,5 +295,7 @@ class NRARig(EmulatedRig):
     def _instrument_phases(self, x: np.ndarray, reset: bool):
         B, T, _ = x.shape
         t = self.timing
-        per = t.experiment_s(T) if reset else t.continue_s(T)
-        return t.request_overhead_s, [(per,)] * B
+        phases = [("lock-in settle", t.settle_s), ("rotations", T * t.step_s)]
+        if reset:
+            phases.insert(0, ("reset", t.reset_s))
+        return t.request_overhead_s, [phases] * B

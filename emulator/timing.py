@@ -174,34 +174,44 @@ class Timeline:
     def __init__(self, clock: str = "virtual", speed: float = 1.0):
         self.clock, self.speed = check_clock(clock, speed)
         self.total_s = 0.0   # instrument time accumulated over the rig's life
+        self.log: list[tuple[str, float, float]] = []   # the last drive's phases
 
     def _env(self) -> simpy.Environment:
         if self.clock == "realtime":
             return simpy.rt.RealtimeEnvironment(factor=1.0 / self.speed, strict=False)
         return simpy.Environment()
 
-    def run(self, overhead_s: float, experiments: Sequence[Sequence[float]]) -> float:
+    def run(self, overhead_s: float, experiments: Sequence[Sequence[tuple[str, float]]]) -> float:
         """Run one drive: the request overhead, then each experiment's phases in order.
 
-        experiments: per experiment, the durations (seconds) of its phases (e.g.
-        reset, settle, the steps). Large batches are grouped so that at most
-        :data:`MAX_TIMELINE_EVENTS` simpy events run. Returns the instrument
-        seconds the drive took.
+        experiments: per experiment, its phases as ``(label, seconds)`` (e.g.
+        ``("reset", 0.031)``, ``("rotations", 0.3125)``). Each phase is one simpy
+        timeout, logged in :attr:`log` as ``(label, start_s, end_s)``; when a drive
+        has more than :data:`MAX_TIMELINE_EVENTS` phases, experiments are grouped
+        into that many blocks (the total time is unchanged; the log then holds
+        the blocks). Returns the instrument seconds the drive took.
         """
         env = self._env()
-        phases = [float(np.sum(p)) for p in experiments]
-        if len(phases) > MAX_TIMELINE_EVENTS:
-            groups = np.array_split(np.asarray(phases), MAX_TIMELINE_EVENTS)
-            blocks = [float(g.sum()) for g in groups]
+        n_phases = sum(len(e) for e in experiments)
+        if n_phases <= MAX_TIMELINE_EVENTS:
+            blocks = [(label, float(sec)) for e in experiments for label, sec in e]
         else:
-            blocks = phases
+            per_exp = np.array([sum(float(sec) for _, sec in e) for e in experiments])
+            groups = np.array_split(np.arange(len(per_exp)), MAX_TIMELINE_EVENTS)
+            blocks = [(f"experiments {g[0]}-{g[-1]}", float(per_exp[g].sum())) for g in groups if len(g)]
+        log: list[tuple[str, float, float]] = []
 
         def protocol(env):
-            yield env.timeout(overhead_s)               # request overhead
-            for seconds in blocks:                      # experiments, one after another
+            start = env.now
+            yield env.timeout(overhead_s)
+            log.append(("request overhead", start, env.now))
+            for label, seconds in blocks:                 # one after another, as on the instrument
+                start = env.now
                 yield env.timeout(seconds)
+                log.append((label, start, env.now))
 
         env.run(until=env.process(protocol(env)))
+        self.log = log
         elapsed = float(env.now)
         self.total_s += elapsed
         return elapsed

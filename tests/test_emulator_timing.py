@@ -77,8 +77,13 @@ def test_realtime_clock_takes_instrument_time_over_speed(speed):
 
 def test_timeline_bounds_events_and_checks_clock():
     tl = Timeline("virtual")
-    total = tl.run(1.0, [(0.5, 0.25)] * 10_000)
+    total = tl.run(1.0, [[("reset", 0.5), ("steps", 0.25)]] * 10_000)
     assert total == pytest.approx(1.0 + 7500.0)
+    assert len(tl.log) == 1 + 2048                          # grouped into blocks
+    small = tl.run(0.1, [[("reset", 0.5), ("steps", 0.25)]] * 3)
+    assert small == pytest.approx(2.35)
+    assert [p[0] for p in tl.log] == ["request overhead"] + ["reset", "steps"] * 3
+    assert tl.log[-1][2] == pytest.approx(2.35)
     with pytest.raises(ConfigError, match="clock"):
         Timeline("sundial")
     with pytest.raises(ConfigError, match="speed"):
