@@ -133,3 +133,18 @@ def test_bad_config_is_named():
         TrainConfig(loss="hinge")
     with pytest.raises(ConfigError, match="one twin per hidden layer"):
         Network([ToyTwin()], [3, 3], 2, 2)
+
+
+def test_window_loss_with_truncated_bptt_learns():
+    """EMG-like: cross-entropy over steps 6..9 only, truncated BPTT (K=4, burn-in 2)."""
+    rng = np.random.default_rng(1)
+    centres = rng.normal(0, 1, (3, 4))
+    y = rng.integers(0, 3, 300)
+    x = (0.3 * rng.normal(0, 1, (300, 12, 4))).astype(np.float32)
+    x[:, 5:10] += centres[y][:, None, :]                 # class evidence only inside the window
+    task = dict(kind="classification", x_train=x[:200], y_train=y[:200], x_test=x[200:], y_test=y[200:],
+                n_classes=3)
+    cfg = TrainConfig(nodes=(8,), epochs=8, batch_size=32, lr=5e-2, loss="ce_window", window=(6, 10),
+                      tbptt=4, burn_in=2, segments_per_epoch=128, progress=False)
+    net, hist = train_network([ToyTwin(noise_std=0.02)], task, cfg, seed=0)
+    assert evaluate(net, as_task_data(task), cfg)["accuracy"] > 0.7

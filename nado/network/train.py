@@ -141,7 +141,9 @@ def _batches(task: TaskData, config: TrainConfig, rng: np.random.Generator, kind
     for i in range(0, n_seg, config.batch_size):
         m = min(config.batch_size, n_seg - i)
         seq = rng.integers(0, N, m)
-        st = rng.choice(starts, m)
+        # regression: a random start per segment; classification: one start per batch, so the
+        # loss steps (fixed absolute steps of the sequence) sit at the same place in every segment
+        st = rng.choice(starts, m) if kind == "mse" else np.full(m, rng.choice(starts))
         grid = st[:, None] + np.arange(burn + K)[None, :]
         xs = x[seq[:, None], grid]
         if kind == "mse":
@@ -149,7 +151,7 @@ def _batches(task: TaskData, config: TrainConfig, rng: np.random.Generator, kind
             wash = max(0, config.washout - int(st.min()) - burn)
             yield xs[:, burn:], ys, xs[:, :burn] if burn else None, None, min(wash, K - 1)
         else:
-            # the loss steps inside this window, relative to it (same for the batch: use the first)
+            # the loss steps inside this window, relative to it
             lo = max(lo_abs - (int(st[0]) + burn), 0)
             hi = min(hi_abs - (int(st[0]) + burn), K)
             if hi <= lo:
