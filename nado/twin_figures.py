@@ -43,7 +43,7 @@ def repeats_figure(ev: dict[str, Any], path: str | Path, *, n_examples: int = 3,
         ode = ev["samples"].get("ode")
         if ode is not None:
             ax.plot(t, ode[i, 0, :, channel], color="orange", lw=2.0, label="ODE twin")
-        ax.set_xticklabels([])
+        ax.tick_params(labelbottom=False)
         ax.set_title(f"held-out sequence {i}")
         if i == 0:
             ax.set_ylabel(f"output channel {channel}")

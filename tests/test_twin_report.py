@@ -84,3 +84,43 @@ def test_nrmse_by_horizon():
     assert out == {"1": 0.0, "5": pytest.approx(0.3), "20": 0.0}
     assert default_horizons(20) == [1, 2, 5, 10, 20]
     assert default_horizons(7) == [1, 2, 5, 7]
+
+
+def _tiny_twin(kind):
+    import torch
+
+    from nado.twin import Twin, TwinConfig
+    torch.manual_seed(0)
+    cfg = TwinConfig(kind=kind, n_in=1, n_obs=1, n_delay=1, n_aux=2 if kind == "sde" else 0,
+                     width=8, depth=1, input_lo=(0.0,), input_hi=(80.0,), obs_mean=(0.0,),
+                     obs_std=(1.0,), n_reset=3)
+    return Twin(cfg, reset_samples=np.array([[-0.1], [0.0], [0.1]]))
+
+
+def test_write_report_files_and_keys(tmp_path):
+    import json
+
+    from nado.dataset import Dataset
+    from nado.twin_report import KEYS, write_report
+    rng = np.random.default_rng(0)
+    N, M, R, T = 40, 30, 10, 8
+    ds = Dataset(dynamics_inputs=rng.uniform(0, 80, (N, T, 1)), dynamics_outputs=rng.normal(size=(N, T, 1)),
+                 dynamics_initial=rng.normal(size=(N, 1)), repeats_inputs=rng.uniform(0, 80, (M, T, 1)),
+                 repeats_outputs=rng.normal(size=(M, R, T, 1)), repeats_initial=rng.normal(size=(M, R, 1)),
+                 reset_initial=rng.normal(size=(5, 1)), active_lo=np.zeros(1), active_hi=np.full(1, 80.0))
+    twins = {"ode": _tiny_twin("ode"), "sde": _tiny_twin("sde")}
+    res = write_report(twins, ds, tmp_path, samples=20)
+    saved = json.loads((tmp_path / "twin_report.json").read_text())
+    assert set(saved) == {"ode", "sde"} and saved == json.loads(json.dumps(res["twins"]))
+    for kind in ("ode", "sde"):
+        assert tuple(saved[kind]) == KEYS
+        assert list(saved[kind]["nrmse_by_horizon"]) == ["1", "2", "5", "8"]
+    assert saved["ode"]["std_ratio"] == 0.0 and saved["sde"]["std_ratio"] > 0
+    for key in ("repeats_png", "error_png"):
+        assert (tmp_path / res["files"][key].split("/")[-1]).stat().st_size > 10_000
+    details = json.loads((tmp_path / "twin_report_details.json").read_text())
+    assert details["n_sequences"] == 3 and "ode" in details["dynamics_nrmse_by_horizon"]
+    # a twin of another rig is refused with a clear message
+    from nado.errors import ConfigError
+    with pytest.raises(ConfigError, match="given as 'sde'"):
+        write_report({"sde": _tiny_twin("ode")}, ds, tmp_path / "x", figures=False)
