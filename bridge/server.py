@@ -64,13 +64,15 @@ class RigServer:
     addresses. ``context`` defaults to ``zmq.Context.instance()`` (needed for
     ``inproc://``). Cache bounds: ``cache_size`` replies, ``cache_age_s``
     seconds, ``cache_bytes`` bytes. ``queue_size``: requests that may wait per
-    rig before ``BUSY``. Entering a ``with`` block starts the server.
+    rig before ``BUSY``. ``inline=False`` turns off the fast path (small
+    requests to idle, fast, emulated rigs run on the loop thread; see
+    ``RigWorker.fast``). Entering a ``with`` block starts the server.
     """
 
     def __init__(self, rigs: dict[str, Any], bind: str | list[str], *, context: zmq.Context | None = None,
                  name: str = _NAME, cache_size: int = 1024, cache_age_s: float = 600.0,
                  cache_bytes: int = 1 << 30, queue_size: int = 64,
-                 max_message_bytes: int = P.MAX_FRAME_BYTES) -> None:
+                 max_message_bytes: int = P.MAX_FRAME_BYTES, inline: bool = True) -> None:
         if not rigs:
             raise StationError("a RigServer needs at least one rig")
         for rname, rig in rigs.items():
@@ -80,7 +82,7 @@ class RigServer:
                 raise StationError(f"rig '{rname}' ({type(rig).__name__}) lacks describe() or drive()")
         self.rigs = dict(rigs)
         self.context = context or zmq.Context.instance()
-        self.name, self.queue_size = name, queue_size
+        self.name, self.queue_size, self.inline = name, queue_size, inline
         self._cache = ReplyCache(cache_size, cache_age_s, cache_bytes)
         self._workers = {n: RigWorker(self, n, r, check_description(n, r.describe())) for n, r in self.rigs.items()}
         self._pending: dict[str, dict] = {}
@@ -312,7 +314,7 @@ class RigServer:
         if op == P.PING:
             return self._send(envelope, P.encode(P.reply_ok(rid, {"time_s": time.time()})))
         worker = self._workers[rig]
-        if worker.waiting == 0 and worker.fast(args):
+        if self.inline and worker.waiting == 0 and worker.fast(args):
             # Fast path: an idle rig whose drives of this size take well under a millisecond is
             # driven on this thread, saving two thread hand-offs (see RigWorker.fast).
             self._stats["inline"] += 1

@@ -83,6 +83,8 @@ class RigWorker(threading.Thread):
         self.drives = 0       # drives executed
         self.rate_s = None    # seconds per input element, a slowly decaying maximum; None = unknown
         self.runs = 0
+        self.inline_ok = (description.get("emulated") is not False
+                          and getattr(rig, "bridge_inline", True) is not False)
 
     def run(self) -> None:
         push = self.server.context.socket(zmq.PUSH)
@@ -110,10 +112,11 @@ class RigWorker(threading.Thread):
         The prediction is ``rate_s * elements`` (input elements of a drive, 1
         otherwise), where ``rate_s`` is the slowest recent seconds per element
         (it decays by 10 % per request). It needs ``LEARN_RUNS`` timed runs first,
-        so slow rigs (real instruments, emulators with real clocks) always run on
-        their worker thread.
+        so slow rigs (emulators with real clocks) run on their worker thread. Real
+        rigs (``describe()["emulated"] is False``) and rigs with a false
+        ``bridge_inline`` attribute never take the fast path.
         """
-        if self.rate_s is None or self.runs < LEARN_RUNS:
+        if self.rate_s is None or self.runs < LEARN_RUNS or not self.inline_ok:
             return False
         x = args.get("inputs")
         n = x.size if isinstance(x, np.ndarray) else 1
