@@ -109,7 +109,7 @@ class DatasetWriter:
             self._check_resumable(attrs, plan_keys)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._f = h5py.File(self.path, "w", libver="latest")
+            self._f = h5py.File(self.path, "w")  # default libver: no open-for-write flag a kill would leave
             self._create(attrs, block_rows)
 
     # -- setup ---------------------------------------------------------------

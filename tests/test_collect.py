@@ -150,3 +150,41 @@ def test_active_range_of_the_emulated_nra(served):
     # 1.25 Oe grid and 5-level derivative blur the edges by a few Oe
     assert 14.0 <= ar.lo[0] <= 21.0, ar.lo
     assert 32.0 <= ar.hi[0] <= 38.0, ar.hi
+
+
+_KILL_SCRIPT = """
+import os, signal, sys
+from bridge import RigClient, RigServer
+from bridge.testrigs import LeakyRig
+from nado.collect import collect
+server = RigServer({"rig": LeakyRig(n_out=2, seed=3)}, "inproc://kill").start()
+client = RigClient("inproc://kill", "rig")
+left = [int(sys.argv[2])]
+def on_batch(section, done, total):
+    left[0] -= 1
+    if left[0] == 0:
+        os.kill(os.getpid(), signal.SIGKILL)   # no cleanup at all, like a power cut
+collect(client, sys.argv[1], sequences=23, length=6, repeats=(5, 4), resets=9, batch=8, seed=7,
+        progress=False, on_batch=on_batch)
+"""
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill(served, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    path = tmp_path / "killed.h5"
+    for k in (4, 3):  # killed after 4 batches (mid dynamics), then after 3 more (mid repeats)
+        proc = subprocess.run([sys.executable, "-c", _KILL_SCRIPT, str(path), str(k)],
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        with pytest.raises(DatasetError, match="unfinished"):
+            load_dataset(path)
+    client = served(LeakyRig(n_out=2, seed=3))
+    done = collect(client, path, **KW)
+    ref = collect(client, tmp_path / "ref.h5", **KW)
+    for name in ("dynamics_outputs", "repeats_outputs", "reset_initial", "dynamics_inputs"):
+        np.testing.assert_array_equal(getattr(done, name), getattr(ref, name), err_msg=name)
