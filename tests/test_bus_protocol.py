@@ -272,3 +272,30 @@ def test_repeated_id_is_answered_from_the_cache(server):
 def test_every_error_code_was_reached():
     """Runs last in this file: the tests above reached every code of the spec."""
     assert SEEN == CODES, f"not reached: {CODES - SEEN}"
+
+
+def _spec():
+    from pathlib import Path
+    import bridge
+    return (Path(bridge.__file__).parent / "PROTOCOL.md").read_text()
+
+
+def test_spec_hex_example_is_the_msgpack_of_its_header():
+    text = _spec()
+    block = text.split("msgpack bytes (hex), for checking an encoder:\n\n```\n")[1].split("```")[0]
+    head = msgpack.unpackb(bytes.fromhex(" ".join(block.split())))
+    assert head == {"v": 1, "id": "c1", "op": "drive", "rig": "nra",
+                    "args": {"inputs": {"$nd": 0, "dtype": "<f8", "shape": [2, 3, 1]}, "reset": True, "seed": 7}}
+
+
+def test_spec_python_client_example_runs(tmp_path):
+    text = _spec()
+    code = text.split("```python\n")[1].split("```")[0]
+    from bridge.testrigs import EchoRig
+    rig = EchoRig("nra", lo=0.0, hi=80.0)
+    with RigServer({"nra": rig}, "tcp://127.0.0.1:*") as srv:
+        code = code.replace("tcp://rigpc:5555", srv.endpoints[0])
+        code += "\nsock.close(linger=0)\n"
+        scope: dict = {}
+        exec(compile(code, "PROTOCOL.md", "exec"), scope)
+    np.testing.assert_allclose(scope["outputs"][0, :, 0], np.linspace(0, 80, 20))
