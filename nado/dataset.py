@@ -20,7 +20,9 @@ T steps, K reset samples):
 On disk a dataset is an HDF5 file (layout in :mod:`nado.datastore`):
 :func:`save_dataset` / :func:`load_dataset`. Loading refuses unfinished files
 and verifies each block's sha256. :func:`split_indices` / :func:`split_dataset`
-give the deterministic train / validation / test split every stage shares.
+give the deterministic train / validation / test split every stage shares;
+:func:`without_test` is what fitting may see (``nado fit`` holds the test split
+out, ``nado twin report`` scores it).
 """
 from __future__ import annotations
 

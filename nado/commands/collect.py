@@ -32,6 +32,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of every input and drive (0)")
     p.add_argument("--active-range", type=float, nargs=2, metavar=("LO", "HI"),
                    help="skip the sweep and use this input range")
+    p.add_argument("--sweep", type=int, nargs=3, metavar=("LEVELS", "REPEATS", "STEPS"),
+                   help="active-range sweep size (default 65 16 20; costs LEVELS*REPEATS*STEPS steps "
+                        "of instrument time: shrink it for slow rigs)")
     p.add_argument("--batch", type=int, default=500, help="experiments per drive (500)")
     p.add_argument("--mode", choices=("sequences", "long"), default="sequences",
                    help="independent sequences after resets, or one long sequence with sporadic resets")
@@ -58,7 +61,9 @@ def run(args) -> int:
             ds = collect(client, args.out, sequences=args.sequences, length=args.length,
                          repeats=tuple(args.repeats), resets=args.resets, seed=args.seed,
                          active_range=tuple(args.active_range) if args.active_range else None,
-                         batch=args.batch, mode=args.mode, reset_prob=args.reset_prob,
+                         batch=args.batch, mode=args.mode,
+                         sweep=(dict(zip(("levels", "repeats", "steps"), args.sweep))
+                                if args.sweep else None), reset_prob=args.reset_prob,
                          progress=not args.no_progress, resume=args.resume)
     finally:
         if server is not None:
