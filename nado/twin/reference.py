@@ -16,7 +16,7 @@ import torch
 import torchsde
 from torch import Tensor, nn
 
-from nado.twin.integrate import Packed, drift_a, drift_z, heads, input_preactivation
+from nado.twin.integrate import Packed, diffusion, drift_a, drift_z, heads, input_preactivation
 
 
 class TwinSDE(nn.Module):
@@ -35,7 +35,7 @@ class TwinSDE(nn.Module):
         if self.hold == "heun":
             k -= self._calls % 2          # predictor at t0 = k, corrector at t1 = k + 1
             self._calls += 1
-        return min(max(k, 0), self.pre.shape[0] - 1)
+        return min(max(k, 0), len(self.pre) - 1)
 
     def _split(self, y: Tensor):
         return y[:, :self.d], y[:, self.d:]
@@ -43,7 +43,8 @@ class TwinSDE(nn.Module):
     def f_and_g(self, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         p, n = self.p, self.p.n_obs
         yy, a = self._split(y)
-        f, g = heads(p, yy, self.pre[self._index(t)])
+        f, v = heads(p, yy, self.pre[self._index(t)])
+        g = diffusion(v)
         parts = [drift_z(p, f, a)]
         if p.n_delay:
             parts.append(yy[:, :-n] - yy[:, n:])

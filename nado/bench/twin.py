@@ -1,0 +1,161 @@
+"""``nado bench`` section ``twin``: throughput, memory and FLOP/s of the twin integrator.
+
+A layer of ``N`` NRA-sized neural-SDE twins (1 observable, 5 delays: a 6-dim state; 10 auxiliary
+variables; MLPs of width 64, depth 2; Euler-Maruyama, one step per sample) driven by a batch of
+``B`` input sequences of ``T`` steps through trainable input weights ``W`` (F features -> N
+nodes); twin weights frozen, the loss is backpropagated to ``W`` (as when training a network).
+Measured in the same run, on the identical SDE (same packed weights):
+
+- our integrator (:func:`nado.twin.integrate.integrate`), eager, and with ``torch.compile`` of
+  the step (full run only; compile time reported separately);
+- ``torchsde.sdeint`` (method ``euler``, dt = 1, its default Brownian motion) on the paper's full
+  state (:mod:`nado.twin.reference`).
+
+Figures: device-steps/s (N * B * T / seconds) for forward and forward+backward; backprop memory =
+bytes of the unique tensors autograd saves for the backward pass (counted with
+``torch.autograd.graph.saved_tensors_hooks``; this is what grows with N * B * T), per
+device-step; matmul FLOPs per device-step of the step (forward; forward+backward counts the
+input-gradient matmuls again, no weight gradients as the twin is frozen); achieved FLOP/s beside a
+1024 x 1024 matmul's FLOP/s measured in the same process.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import torch
+
+from nado.bench import target
+
+SECTION = "twin"
+
+
+def _twin(seed: int = 0):
+    from nado.twin import Twin, TwinConfig
+    torch.manual_seed(seed)
+    twin = Twin(TwinConfig(kind="sde", n_in=1, n_obs=1, n_delay=5, n_aux=10, width=64, depth=2,
+                           input_lo=(0.0,), input_hi=(80.0,)))
+    for p in twin.parameters():
+        p.requires_grad_(False)
+    return twin
+
+
+def _flops_per_step(twin) -> float:
+    c = twin.config
+    h = c.width
+    first = 2 * (c.state_dim + c.n_in) * 2 * h
+    hidden = 2 * 2 * h * h * (c.depth - 1)
+    out = 2 * h * (c.n_obs + c.n_noise)
+    return float(first + hidden + out)
+
+
+def _matmul_flops(quick: bool) -> float:
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a @ b
+    reps = 3 if quick else 10
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * 1024 ** 3 * reps / (time.perf_counter() - t)
+
+
+class _SavedBytes:
+    """Sum of the unique storages autograd saves for backward while active."""
+
+    def __init__(self):
+        self.seen: dict[int, int] = {}
+
+    def pack(self, t: torch.Tensor):
+        st = t.untyped_storage()
+        self.seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    @property
+    def total(self) -> int:
+        return sum(self.seen.values())
+
+
+def run(quick: bool) -> dict[str, Any]:
+    from nado.twin import integrate as integ
+    from nado.twin.reference import sdeint_reference
+
+    n_nodes, batch, steps, feats = (20, 32, 10, 16) if quick else (200, 128, 40, 16)
+    twin = _twin()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, steps, feats, generator=gen)
+    w = (torch.randn(feats, n_nodes, generator=gen) * 0.3).requires_grad_(True)
+    z0 = twin.normalise_obs(torch.zeros(batch * n_nodes, 1))
+    dev_steps = n_nodes * batch * steps
+
+    def inputs() -> torch.Tensor:
+        s = torch.sigmoid(x @ w) * 80.0                                  # (B, T, N), Oe
+        return twin.normalise_inputs(s.permute(0, 2, 1).reshape(batch * n_nodes, steps, 1))
+
+    def ours() -> torch.Tensor:
+        p = twin.packed(True)
+        dw = twin.sample_noise(batch * n_nodes, steps, generator=gen)
+        return integ.integrate(p, inputs(), twin.embed(z0), method="euler", dw=dw)
+
+    def ref() -> torch.Tensor:
+        return sdeint_reference(twin.packed(True), inputs(), twin.embed(z0), method="euler")
+
+    def timed(fn: Callable[[], torch.Tensor], backward: bool, saved: _SavedBytes | None = None):
+        w.grad = None
+        t = time.perf_counter()
+        if not backward:
+            with torch.no_grad():
+                fn()
+            return dev_steps / (time.perf_counter() - t)
+        if saved is None:
+            out = fn()
+        else:
+            with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
+                out = fn()
+        (out ** 2).mean().backward()
+        if w.grad is None or not torch.isfinite(w.grad).all():
+            raise RuntimeError("bench twin: no finite gradient reached the input weights")
+        return dev_steps / (time.perf_counter() - t)
+
+    result: dict[str, Any] = {"nodes": n_nodes, "batch": batch, "steps": steps,
+                              "threads": torch.get_num_threads()}
+    timed(ours, True)                                   # warm-up (allocator, first-call costs)
+    saved_ours, saved_ref = _SavedBytes(), _SavedBytes()
+    result["ours_forward_steps_per_s"] = timed(ours, False)
+    result["ours_fwbw_steps_per_s"] = timed(ours, True, saved_ours)
+    result["torchsde_forward_steps_per_s"] = timed(ref, False)
+    result["torchsde_fwbw_steps_per_s"] = timed(ref, True, saved_ref)
+    result["ours_backprop_bytes_per_step"] = saved_ours.total / dev_steps
+    result["torchsde_backprop_bytes_per_step"] = saved_ref.total / dev_steps
+    best_fwbw, best_fw = result["ours_fwbw_steps_per_s"], result["ours_forward_steps_per_s"]
+    if not quick:
+        try:
+            integ.use_compile(True)
+            t = time.perf_counter()
+            timed(ours, True)
+            result["compile_s"] = time.perf_counter() - t
+            result["compiled_fwbw_steps_per_s"] = timed(ours, True)
+            result["compiled_forward_steps_per_s"] = timed(ours, False)
+            best_fwbw = max(best_fwbw, result["compiled_fwbw_steps_per_s"])
+            best_fw = max(best_fw, result["compiled_forward_steps_per_s"])
+        except Exception as exc:  # a missing C compiler must not sink the whole bench
+            result["compile_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        finally:
+            integ.use_compile(False)
+    flops = _flops_per_step(twin)
+    mm = _matmul_flops(quick)
+    result.update({
+        "flops_per_step_forward": flops,
+        "flops_per_step_fwbw": 2 * flops,
+        "achieved_flops_forward": flops * best_fw,
+        "achieved_flops_fwbw": 2 * flops * best_fwbw,
+        "matmul_flops": mm,
+        "speedup_fwbw_vs_torchsde": best_fwbw / result["torchsde_fwbw_steps_per_s"],
+        "speedup_forward_vs_torchsde": best_fw / result["torchsde_forward_steps_per_s"],
+    })
+    result["targets"] = {
+        "speedup_vs_torchsde": target(result["speedup_fwbw_vs_torchsde"], 2.5),
+        "fraction_of_matmul_flops": target(result["achieved_flops_forward"] / mm, 0.25),
+        "backprop_bytes_per_step": target(result["ours_backprop_bytes_per_step"], 1100,
+                                          at_least=False),
+    }
+    return result
