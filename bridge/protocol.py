@@ -167,8 +167,13 @@ def _array_from_ref(ref: dict[str, Any], frames: Sequence[Any], used: list[bool]
     npdt = _NP_DTYPES.get(dtype) if type(dtype) is str else None
     if npdt is None:
         raise ProtocolError(BAD_INPUT, f"dtype {dtype!r} is not accepted; use one of {list(DTYPES)}")
-    if (type(shape) is not list or len(shape) > MAX_NDIM
-            or not all(type(d) is int and d >= 0 for d in shape)):
+    ok = type(shape) is list and len(shape) <= MAX_NDIM
+    if ok:
+        for d in shape:
+            if type(d) is not int or d < 0:
+                ok = False
+                break
+    if not ok:
         raise ProtocolError(BAD_REQUEST, f"shape must be a list of at most {MAX_NDIM} non-negative ints, got {shape!r}")
     used[i] = True
     expected = math.prod(shape) * npdt.itemsize

@@ -22,6 +22,11 @@ Design (one thread owns each socket):
   at a time; different rigs work concurrently. Requests beyond ``queue_size``
   waiting for one rig are answered ``BUSY``. Workers send encoded replies back
   over an inproc PUSH socket of their own.
+- Fast path: a small request for an idle, emulated rig whose recent requests
+  took well under a millisecond per request of this size is executed on the
+  loop thread itself, saving two thread hand-offs (``RigWorker.fast``;
+  ``inline=False`` turns it off). Slow rigs and real rigs always use their
+  worker, so one rig never holds up another for long.
 - Replies to rig ops are kept in a cache keyed by request id, bounded by count,
   age and bytes: a retried id is answered from the cache (or, while the first
   try still runs, when it finishes) and never executed twice.

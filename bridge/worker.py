@@ -61,7 +61,7 @@ class ReplyCache:
         return hit[1], hit[2]
 
     def put(self, rid: str, key: tuple, frames: list) -> None:
-        n = sum(len(f) for f in frames)
+        n = sum(f.nbytes if isinstance(f, np.ndarray) else len(f) for f in frames)
         if n > self.max_bytes or self.size == 0:
             return
         self._d[rid] = (time.monotonic(), key, frames, n)
