@@ -78,9 +78,9 @@ class Runner:
             self.log(f"[{name}] done in {self.results['timing'][name]:.1f} s")
 
     def log(self, msg: str) -> None:
-        if self.progress:
-            import sys
-            print(msg, file=sys.stderr, flush=True)
+        """Stage lines go to stderr (progress bars are separate, and follow ``progress``)."""
+        import sys
+        print(msg, file=sys.stderr, flush=True)
 
     def run(self) -> dict[str, Any]:
         t0 = time.perf_counter()
