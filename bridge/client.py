@@ -124,7 +124,7 @@ class RigClient:
         tries = self.retries + 1
         for _ in range(tries):
             sock = self._socket()
-            sock.send_multipart(frames, copy=False)
+            P.send_frames(sock, frames)
             reply = self._wait(sock, rid)
             if reply is not None:
                 return self._result(reply, op, rig)
@@ -146,7 +146,7 @@ class RigClient:
                     sock.setsockopt(zmq.RCVTIMEO, max(left_ms, 1))
                     self._rcvtimeo = left_ms
                 try:
-                    msg = sock.recv_multipart(copy=False)
+                    msg = P.recv_frames(sock)
                 except zmq.Again:
                     return None
             else:  # not yet connected: watch the monitor too
@@ -156,7 +156,7 @@ class RigClient:
                 events = dict(poller.poll(left_ms))
                 if self._monitor in events:
                     self._read_monitor()
-                msg = sock.recv_multipart(copy=False) if events.get(sock) else None
+                msg = P.recv_frames(sock) if events.get(sock) else None
                 if msg is not None and not self._connected:
                     self._connected = self._ever_connected = True
                     self._stop_monitor()

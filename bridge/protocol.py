@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 import msgpack
 import numpy as np
+import zmq
 
 from .errors import ProtocolError
 
@@ -265,3 +266,23 @@ def reply_error(req_id: str | None, code: str, message: str) -> dict[str, Any]:
 def error_frames(req_id: str | None, code: str, message: str) -> list[bytes]:
     """Frames of an error reply (never raises)."""
     return [pack_header(reply_error(req_id, code, str(message)[:4096]))]
+
+
+# ---- transport helpers (pyzmq's send/recv_multipart cost more per frame) -------------------
+
+_SNDMORE = int(zmq.SNDMORE)
+
+
+def send_frames(sock: zmq.Socket, frames: Sequence[Any], flags: int = 0) -> None:
+    """Send ``frames`` as one multipart message, zero-copy for large buffers."""
+    last = len(frames) - 1
+    for i, frame in enumerate(frames):
+        sock.send(frame, flags | _SNDMORE if i < last else flags, copy=False)
+
+
+def recv_frames(sock: zmq.Socket, flags: int = 0) -> list:
+    """Receive one multipart message as ``zmq.Frame`` objects (no copies)."""
+    parts = [sock.recv(flags, copy=False)]
+    while parts[-1].more:
+        parts.append(sock.recv(0, copy=False))
+    return parts

@@ -60,6 +60,7 @@ from .worker import ReplyCache, RigWorker, check_description, make_safe
 log = logging.getLogger(__name__)
 
 _NAME = f"bridge@{_socket.gethostname()}"
+_NOBLOCK, _EVENTS, _POLLIN = int(zmq.NOBLOCK), int(zmq.EVENTS), int(zmq.POLLIN)
 
 
 class RigServer:
@@ -203,7 +204,7 @@ class RigServer:
     def _drain(self, sock: zmq.Socket, handle) -> None:
         for _ in range(256):
             try:
-                msg = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                msg = P.recv_frames(sock, _NOBLOCK)
             except zmq.Again:
                 return
             try:
@@ -211,7 +212,7 @@ class RigServer:
             except Exception:  # never let one message stop the server
                 log.exception("internal error while handling a message")
                 self._errors[P.INTERNAL] += 1
-            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if not sock.getsockopt(_EVENTS) & _POLLIN:
                 return
 
     def _close_sockets(self) -> None:
@@ -223,7 +224,7 @@ class RigServer:
     # ---- requests ------------------------------------------------------------------------
     def _send(self, envelope: list, frames: list) -> None:
         try:
-            self._router.send_multipart([*envelope, *frames], copy=False)
+            P.send_frames(self._router, [*envelope, *frames])
         except zmq.ZMQError as exc:  # e.g. HWM reached for a client that does not read
             log.debug("reply dropped: %s", exc)
 

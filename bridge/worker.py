@@ -43,10 +43,11 @@ class ReplyCache:
         self.nbytes = 0
 
     def _evict(self, now: float) -> None:
-        while self._d:
-            rid, (t, _, _, n) = next(iter(self._d.items()))
-            if len(self._d) > self.size or self.nbytes > self.max_bytes or now - t > self.age_s:
-                del self._d[rid]
+        d = self._d
+        while d:
+            t, _, _, n = next(iter(d.values()))
+            if len(d) > self.size or self.nbytes > self.max_bytes or now - t > self.age_s:
+                d.popitem(last=False)
                 self.nbytes -= n
             else:
                 break
@@ -55,18 +56,22 @@ class ReplyCache:
         hit = self._d.get(rid)
         if hit is None:
             return None
-        if time.monotonic() - hit[0] > self.age_s:
-            self._evict(time.monotonic())
+        now = time.monotonic()
+        if now - hit[0] > self.age_s:
+            self._evict(now)
             return None
         return hit[1], hit[2]
 
     def put(self, rid: str, key: tuple, frames: list) -> None:
-        n = sum(f.nbytes if isinstance(f, np.ndarray) else len(f) for f in frames)
+        n = 0
+        for f in frames:
+            n += f.nbytes if type(f) is np.ndarray else len(f)
         if n > self.max_bytes or self.size == 0:
             return
-        self._d[rid] = (time.monotonic(), key, frames, n)
+        now = time.monotonic()
+        self._d[rid] = (now, key, frames, n)
         self.nbytes += n
-        self._evict(time.monotonic())
+        self._evict(now)
 
     def __len__(self) -> int:
         return len(self._d)
@@ -99,7 +104,7 @@ class RigWorker(threading.Thread):
                 rid, op, args = job
                 code, frames = self.execute(rid, op, args)
                 try:
-                    push.send_multipart([rid.encode(), code.encode(), *frames], copy=False)
+                    P.send_frames(push, [rid.encode(), code.encode(), *frames])
                 except zmq.ZMQError:  # loop gone (shutdown): nobody to answer
                     pass
         finally:

@@ -236,3 +236,19 @@ def test_signal_shuts_down_cleanly(sig, tmp_path):
             proc.wait()
     assert proc.returncode == 0
     assert out.split() == ["made", "safe", "stopped"]
+
+
+def test_client_reconnects_to_a_server_that_starts_late(tmp_path):
+    endpoint = f"ipc://{tmp_path}/late.sock"
+    rig = EchoRig()
+    servers = []
+    timer = threading.Timer(0.5, lambda: servers.append(RigServer({"echo": rig}, endpoint).start()))
+    timer.start()
+    try:
+        with RigClient(endpoint, "echo", timeout_s=0.3, retries=10) as c:
+            assert c.drive(np.ones((1, 2, 1))).outputs.shape == (1, 2, 1)
+        assert rig.drive_calls == 1
+    finally:
+        timer.join()
+        for s in servers:
+            s.close()
