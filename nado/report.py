@@ -112,13 +112,14 @@ def prediction_figure(results: dict, path: Path, horizon: int = 5) -> str | None
     rows = [(d, v, r) for d, nets in cond["by_depth"].items() for v, r in nets.items() if r.get("outputs_file")]
     if not rows or "targets_file" not in cond:
         return None
-    y = np.load(cond["targets_file"])
+    mean, std = cond["info"].get("scale_mean", 0.0), cond["info"].get("scale_std", 1.0)
+    y = np.load(cond["targets_file"]) * std + mean
     horizons = cond["info"]["horizons"]
     k = horizons.index(horizon) if horizon in horizons else 0
     fig = _figure(7.0, 1.6 * len(rows) + 0.6)
     for i, (d, v, r) in enumerate(rows):
         ax = fig.add_subplot(len(rows), 1, i + 1)
-        o = np.load(r["outputs_file"])
+        o = np.load(r["outputs_file"]) * std + mean
         t = np.arange(y.shape[1])
         ax.plot(t, y[0, :, k], "o", ms=2.5, mfc="white", mec="k", label="truth")
         ax.plot(t, o[0, :, k], "-", color="#c0392b", lw=1.2, label="transferred network")

@@ -91,8 +91,7 @@ class Runner:
             conditions = build_conditions(self.sc)
         for c in conditions:
             self.results["conditions"][c.name] = {"info": c.info}
-        self.keys["task"] = _digest({"task": self.sc.to_dict()["task"], "seed": self.seed,
-                                     "quick": self.sc.quick})
+        self.keys["task"] = task_digest(conditions)
         with open_rigs(self.sc) as (endpoint, clients):
             self.results["station"] = {"endpoint": endpoint, "started_here": not self.sc.station.endpoint}
             for kind in self.sc.kinds:
@@ -252,9 +251,19 @@ def versions() -> dict[str, str]:
             "torch": torch.__version__, "platform": platform.platform()}
 
 
-def _digest(obj: Any) -> str:
-    from .runcache import stage_key
-    return stage_key("value", obj)
+def task_digest(conditions) -> str:
+    """SHA-256 over every array and setting of the task conditions: the networks' cache keys
+    change whenever the task data do (whatever changed them)."""
+    h = hashlib.sha256()
+    for c in conditions:
+        h.update(c.name.encode())
+        for k in sorted(c.data):
+            v = c.data[k]
+            h.update(k.encode())
+            h.update(np.ascontiguousarray(v).tobytes() if isinstance(v, np.ndarray) else repr(v).encode())
+        for x in c.test_sets:
+            h.update(np.ascontiguousarray(x).tobytes())
+    return h.hexdigest()[:16]
 
 
 def _read_json(path: Path) -> Any:

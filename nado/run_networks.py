@@ -228,6 +228,25 @@ def _per_section(outputs: np.ndarray, targets: np.ndarray, washout: int) -> dict
     return {"mse_by_horizon_sections": err.tolist(), "mse_by_horizon_std": err.std(0).tolist()}
 
 
+def _natural_units(res: dict, std: float) -> None:
+    """MSE values of standardised targets -> the series' own units (x std^2); NMSE unchanged."""
+    f = float(std) ** 2
+    for col in ("sim", "transfer"):
+        m = res.get(col) or {}
+        for k in ("mse", "mse_by_horizon", "mse_by_horizon_sections", "mse_by_horizon_std"):
+            if k in m:
+                m[k] = _scale(m[k], f)
+        m["units"] = "series"
+
+
+def _scale(v, f):
+    if isinstance(v, dict):
+        return {k: _scale(x, f) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_scale(x, f) for x in v]
+    return float(v) * f
+
+
 def _regression(runner, cond, clients) -> tuple[dict[str, Any], dict[str, Any]]:
     sc = runner.sc
     base = sc.train_config(progress=runner.progress)
@@ -252,6 +271,7 @@ def _regression(runner, cond, clients) -> tuple[dict[str, Any], dict[str, Any]]:
             if "outputs_file" in res:
                 res["transfer"].update(_per_section(np.load(res["outputs_file"]), cond.data["y_test"],
                                                     int(cond.data.get("washout", 0))))
+            _natural_units(res, cond.info.get("scale_std", 1.0))
             depth[v] = {**res, "history": hist}
         by_depth[f"L{L}"] = depth
     deepest = by_depth[f"L{max(sc.variants.depths)}"]

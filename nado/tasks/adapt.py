@@ -10,9 +10,11 @@ Shapes (``N`` samples, ``T`` steps, ``F`` features):
 
 - digits: ``x (N, frames, pixels)`` in [0, 1], ``y (N,)``; classification at the last frame.
 - emg: ``x (N, 30, 10)`` in [0, 1], ``y (N,)``; the readout window is steps 12..18.
-- mackey_glass: the training series standardised (``(x - mean) / std`` of the
-  training samples) as ``x_train (n_windows, window, 1)`` (or ``(1, 1000, 1)``)
-  and targets ``y (.., .., H)`` in the series' own units; test ``(10, 400, 1)``.
+- mackey_glass: the series standardised with the training samples' mean and std
+  (inputs and targets alike; ``info["scale_mean"]``, ``info["scale_std"]``) as
+  ``x_train (n_windows, window, 1)`` (or ``(1, 1000, 1)``), targets
+  ``y (.., .., H)``; test ``(10, 400, 1)``. The runner reports MSE in the series'
+  own units (standardised MSE times std squared), as the paper does.
 """
 from __future__ import annotations
 
@@ -80,19 +82,20 @@ def build_conditions(scenario) -> list[Condition]:
                                 "horizons", "sample_dt", "dt_fine") if k in p}
         task = make_mackey_glass_task(**kw)
         mean, std = float(task.train_inputs.mean()), float(task.train_inputs.std())
-        norm = lambda x: ((np.asarray(x) - mean) / std)[..., None].astype(np.float32)  # noqa: E731
-        xtr, ytr = norm(task.train_inputs)[None], task.train_targets[None].astype(np.float32)
+        z = lambda x: ((np.asarray(x) - mean) / std).astype(np.float32)  # noqa: E731
+        norm = lambda x: z(x)[..., None]  # noqa: E731
+        xtr, ytr = norm(task.train_inputs)[None], z(task.train_targets)[None]
         win = p.get("input_window")
         if win:
             starts = range(0, xtr.shape[1] - win + 1, max(1, win // 2))
             xtr = np.stack([xtr[0, s:s + win] for s in starts])
             ytr = np.stack([ytr[0, s:s + win] for s in starts])
         data = {"kind": "regression", "x_train": xtr, "y_train": ytr, "x_test": norm(task.test_inputs),
-                "y_test": task.test_targets.astype(np.float32),
+                "y_test": z(task.test_targets),
                 "horizons": tuple(int(h) for h in task.horizons),
                 "washout": int(scenario.train.get("washout", 0)), "name": "mackey_glass"}
         return [Condition("mg", data, (data["x_test"],),
-                          {"horizons": task.horizons.tolist(), "input_mean": mean, "input_std": std,
+                          {"horizons": task.horizons.tolist(), "scale_mean": mean, "scale_std": std,
                            "sections": int(task.test_inputs.shape[0]),
                            "section_length": int(task.test_inputs.shape[1]),
                            "train_windows": int(xtr.shape[0])})]
