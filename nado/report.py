@@ -87,6 +87,7 @@ def mse_horizon_figure(results: dict, path: Path) -> str | None:
     fig = _figure(5.5, 3.6)
     ax = fig.add_subplot(1, 1, 1)
     markers = {"direct": "o", "cascade": "s", "sde": "^", "ode": "v"}
+    palette = ("#c0392b", "#1f4e79", "#27ae60", "#8e44ad")  # the paper: L2 red, L3 blue
     for di, (depth, nets) in enumerate(cond["by_depth"].items()):
         for v, r in nets.items():
             mbh = (r.get("transfer") or {}).get("mse_by_horizon")
@@ -94,7 +95,8 @@ def mse_horizon_figure(results: dict, path: Path) -> str | None:
                 continue
             h = [int(k) for k in mbh]
             ax.errorbar(h, list(mbh.values()), yerr=r["transfer"].get("mse_by_horizon_std"),
-                        marker=markers.get(v, "x"), capsize=2, alpha=0.6 + 0.4 * (v == "cascade"),
+                        marker=markers.get(v, "x"), capsize=2, color=palette[di % len(palette)],
+                        ls="-" if v == "cascade" else "--", alpha=1.0 if v == "cascade" else 0.55,
                         label=f"{depth} {v}")
     ax.set_yscale("log")
     ax.set_xlabel("steps ahead")
