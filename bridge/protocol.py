@@ -178,11 +178,13 @@ def _array_from_ref(ref: dict[str, Any], frames: Sequence[Any], used: list[bool]
         raise ProtocolError(BAD_REQUEST, f"shape must be a list of at most {MAX_NDIM} non-negative ints, got {shape!r}")
     used[i] = True
     expected = math.prod(shape) * npdt.itemsize
-    buf = _frame_buffer(frames[i])
-    if buf.nbytes != expected:
-        raise ProtocolError(BAD_REQUEST, f"buffer frame {i} holds {buf.nbytes} bytes but dtype {dtype} "
+    frame = frames[i]
+    nbytes = len(frame) if type(frame) in (bytes, zmq.Frame) else memoryview(frame).nbytes
+    if nbytes != expected:
+        raise ProtocolError(BAD_REQUEST, f"buffer frame {i} holds {nbytes} bytes but dtype {dtype} "
                                          f"shape {shape} needs {expected}")
-    return np.frombuffer(buf, dtype=npdt).reshape(shape)
+    # A view of the frame's memory (the array keeps the frame alive); writable for received frames.
+    return np.ndarray(shape, npdt, frame if type(frame) in (bytes, zmq.Frame) else memoryview(frame))
 
 
 _SCALARS = (type(None), bool, int, float, str)

@@ -60,6 +60,8 @@ from .worker import ReplyCache, RigWorker, check_description, make_safe
 log = logging.getLogger(__name__)
 
 _NAME = f"bridge@{_socket.gethostname()}"
+_ARGS = {P.DRIVE: frozenset({"inputs", "reset", "seed"})}
+_NO_ARGS: frozenset = frozenset()
 _NOBLOCK, _EVENTS, _POLLIN = int(zmq.NOBLOCK), int(zmq.EVENTS), int(zmq.POLLIN)
 
 
@@ -296,10 +298,10 @@ class RigServer:
         return True
 
     def _check_args(self, op: str, args: dict) -> None:
-        allowed = {P.DRIVE: {"inputs", "reset", "seed"}}.get(op, set())
-        extra = sorted(set(args) - allowed)
-        if extra:
-            raise ProtocolError(P.BAD_REQUEST, f"op {op} takes args {sorted(allowed)}, not {extra}")
+        allowed = _ARGS.get(op, _NO_ARGS)
+        if args.keys() - allowed:
+            raise ProtocolError(P.BAD_REQUEST, f"op {op} takes args {sorted(allowed)}, "
+                                               f"not {sorted(args.keys() - allowed)}")
         if op != P.DRIVE:
             return
         if "inputs" not in args:

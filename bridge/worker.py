@@ -69,9 +69,11 @@ class ReplyCache:
         if n > self.max_bytes or self.size == 0:
             return
         now = time.monotonic()
-        self._d[rid] = (now, key, frames, n)
+        d = self._d
+        d[rid] = (now, key, frames, n)
         self.nbytes += n
-        self._evict(now)
+        if len(d) > self.size or self.nbytes > self.max_bytes or now - next(iter(d.values()))[0] > self.age_s:
+            self._evict(now)
 
     def __len__(self) -> int:
         return len(self._d)
