@@ -231,6 +231,12 @@ class RigClient:
         """Close the socket (linger 0). Idempotent."""
         self._drop_socket()
 
+    def __del__(self) -> None:  # a forgotten client must not leave an unclosed socket (ResourceWarning)
+        try:
+            self._drop_socket()
+        except Exception:
+            pass
+
     def __enter__(self) -> "RigClient":
         return self
 
