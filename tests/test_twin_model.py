@@ -152,3 +152,13 @@ def test_config_validation_and_json_round_trip():
         TwinConfig(kind="ode", n_in=1, n_obs=1, n_aux=0, input_lo=(5,), input_hi=(5,))
     with pytest.raises(ConfigError, match="version"):
         TwinConfig.from_dict({**cfg.to_dict(), "version": 0})
+
+
+def test_bench_section_quick_reports_targets():
+    from nado.bench import sections
+    result = sections()["twin"](True)
+    assert set(result["targets"]) == {"speedup_vs_torchsde", "fraction_of_matmul_flops",
+                                      "backprop_bytes_per_step"}
+    assert result["ours_fwbw_steps_per_s"] > 0 and result["torchsde_fwbw_steps_per_s"] > 0
+    # 4 bytes x (64 + 64 + 64 + 64 sigmoid outputs + 11 diffusion terms) ~ 1.07 KB per step
+    assert 1000 < result["ours_backprop_bytes_per_step"] < 1150

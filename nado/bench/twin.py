@@ -9,7 +9,9 @@ Measured in the same run, on the identical SDE (same packed weights):
 - our integrator (:func:`nado.twin.integrate.integrate`), eager, and with ``torch.compile`` of
   the step (full run only; compile time reported separately);
 - ``torchsde.sdeint`` (method ``euler``, dt = 1, its default Brownian motion) on the paper's full
-  state (:mod:`nado.twin.reference`).
+  state (:mod:`nado.twin.reference`), with ``f_and_g_prod`` so both networks run once per step
+  (the fair baseline, used for the target), and for information the plain torchsde style with
+  separate ``f`` and ``g`` methods (``torchsde_plain_fg_*``), which runs the networks twice.
 
 Figures: device-steps/s (N * B * T / seconds) for forward and forward+backward; backprop memory =
 bytes of the unique tensors autograd saves for the backward pass (counted with
@@ -99,6 +101,10 @@ def run(quick: bool) -> dict[str, Any]:
     def ref() -> torch.Tensor:
         return sdeint_reference(twin.packed(True), inputs(), twin.embed(z0), method="euler")
 
+    def ref_plain() -> torch.Tensor:
+        return sdeint_reference(twin.packed(True), inputs(), twin.embed(z0), method="euler",
+                                fused=False)
+
     def timed(fn: Callable[[], torch.Tensor], backward: bool, saved: _SavedBytes | None = None):
         w.grad = None
         t = time.perf_counter()
@@ -124,6 +130,7 @@ def run(quick: bool) -> dict[str, Any]:
     result["ours_fwbw_steps_per_s"] = timed(ours, True, saved_ours)
     result["torchsde_forward_steps_per_s"] = timed(ref, False)
     result["torchsde_fwbw_steps_per_s"] = timed(ref, True, saved_ref)
+    result["torchsde_plain_fg_fwbw_steps_per_s"] = timed(ref_plain, True)
     result["ours_backprop_bytes_per_step"] = saved_ours.total / dev_steps
     result["torchsde_backprop_bytes_per_step"] = saved_ref.total / dev_steps
     best_fwbw, best_fw = result["ours_fwbw_steps_per_s"], result["ours_forward_steps_per_s"]

@@ -19,8 +19,9 @@ from torch import Tensor, nn
 from nado.twin.integrate import Packed, diffusion, drift_a, drift_z, heads, input_preactivation
 
 
-class TwinSDE(nn.Module):
-    """``torchsde`` SDE (diagonal noise) equal to a packed twin driven by ``u`` (B, T, n_in)."""
+class TwinSDEPlain(nn.Module):
+    """``torchsde`` SDE (diagonal noise) equal to a packed twin driven by ``u`` (B, T, n_in),
+    written the usual torchsde way: separate ``f`` and ``g`` (each evaluates both networks)."""
 
     noise_type = "diagonal"
 
@@ -57,6 +58,12 @@ class TwinSDE(nn.Module):
 
     def g(self, t: Tensor, y: Tensor) -> Tensor:
         return self.f_and_g(t, y)[1]
+
+
+
+class TwinSDE(TwinSDEPlain):
+    """As :class:`TwinSDEPlain`, plus ``f_and_g_prod``: one network pass per step (fair
+    baseline)."""
 
     def f_and_g_prod(self, t: Tensor, y: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         f, g = self.f_and_g(t, y)
@@ -107,13 +114,16 @@ def full_increments(p: Packed, dw: Tensor) -> Tensor:
 
 
 def sdeint_reference(p: Packed, u: Tensor, y0: Tensor, *, method: str = "euler",
-                     dw: Tensor | None = None) -> Tensor:
+                     dw: Tensor | None = None, fused: bool = True) -> Tensor:
     """Integrate with ``torchsde.sdeint`` (dt = 1 step); returns z (B, T, n_obs) like ``integrate``.
 
     ``dw`` (T, B, N_w): the increments to use; None = torchsde's default Brownian motion.
+    ``fused=False``: the plain f/g formulation (:class:`TwinSDEPlain`).
     """
+    if not fused and method != "euler":
+        raise ValueError("the plain f/g formulation is only wired for method='euler'")
     steps = u.shape[1]
-    sde = TwinSDE(p, u, sde_type="ito" if method == "euler" else "stratonovich",
+    sde = (TwinSDE if fused else TwinSDEPlain)(p, u, sde_type="ito" if method == "euler" else "stratonovich",
                   hold="left" if method == "euler" else "heun")
     state0 = torch.cat([y0, y0.new_zeros(y0.shape[0], p.tau_inv.shape[0])], 1)
     ts = torch.arange(steps + 1, dtype=u.dtype)
