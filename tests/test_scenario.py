@@ -156,3 +156,30 @@ def test_snr_definition():
     assert len(out["per_channel"]) == 2
     with pytest.raises(ValueError, match="R >= 2"):
         snr_from_repeats(np.zeros((3, 1, 4, 1)))
+
+
+def test_rigs_started_from_a_station_file_or_attached(tmp_path):
+    from bridge.station import serve
+    from nado.run import open_rigs
+    station = tmp_path / "lab.toml"
+    station.write_text('[rigs.ring]\nbackend = "leaky"\nn_out = 1\n')
+    f = tmp_path / "s.toml"
+    f.write_text('[station]\npath = "lab.toml"\nbind = "inproc"\n[rigs]\nnra = "ring"\n'
+                 '[task]\nkind = "digits"\n[network]\nlayers = ["nra"]\n')
+    with open_rigs(load_scenario(f)) as (endpoint, clients):
+        assert endpoint.startswith("inproc://")
+        assert clients["nra"].describe()["name"] == "ring"
+    server = serve(station, "inproc://nado-test-attach")
+    try:
+        f.write_text('[station]\nendpoint = "inproc://nado-test-attach"\n[rigs]\nnra = "ring"\n'
+                     '[task]\nkind = "digits"\n[network]\nlayers = ["nra"]\n')
+        with open_rigs(load_scenario(f)) as (endpoint, clients):
+            assert endpoint == "inproc://nado-test-attach"
+            r = clients["nra"].drive([[[0.1], [0.2]]], seed=1)
+            assert r.outputs.shape == (1, 2, 1)
+    finally:
+        server.close()
+    f.write_text('[station]\npath = "missing.toml"\n[task]\nkind = "digits"\n[network]\nlayers = ["nra"]\n')
+    with pytest.raises(ConfigError, match="station.path"):
+        with open_rigs(load_scenario(f)):
+            pass
