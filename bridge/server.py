@@ -79,7 +79,7 @@ class RigServer:
 
     def __init__(self, rigs: dict[str, Any], bind: str | list[str], *, context: zmq.Context | None = None,
                  name: str = _NAME, cache_size: int = 1024, cache_age_s: float = 600.0,
-                 cache_bytes: int = 1 << 30, queue_size: int = 64,
+                 cache_bytes: int = 256 << 20, queue_size: int = 64,
                  max_message_bytes: int = P.MAX_FRAME_BYTES, inline: bool = True) -> None:
         if not rigs:
             raise StationError("a RigServer needs at least one rig")
