@@ -17,7 +17,8 @@ Design (one thread owns each socket):
   reply repeats. A message without a header frame is dropped; anything else
   malformed is answered ``BAD_REQUEST`` (``id`` nil when the id is unusable).
 - Each rig has a *worker thread* fed through a queue: it validates inputs
-  against the rig's description (``bridge.rig.check_inputs``) and only then
+  against the rig's description (``bridge.rig.check_inputs``, with a fast path
+  for valid float64 arrays: ``bridge.worker.validate_inputs``) and only then
   calls the rig, so bad input never reaches the device. A rig serves one request
   at a time; different rigs work concurrently. Requests beyond ``queue_size``
   waiting for one rig are answered ``BUSY``. Workers send encoded replies back
