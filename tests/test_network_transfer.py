@@ -1,4 +1,6 @@
 """Transfer through the bus, RC baseline, cascade, variants - on LeakyRig and the toy twin."""
+import uuid
+
 import numpy as np
 import pytest
 import torch
@@ -30,9 +32,10 @@ def served():
     """A LeakyRig behind an in-process RigServer, and a client to it."""
     from bridge import RigClient, RigServer
     rig = _rig()
-    with RigServer({"leaky": rig}, "inproc://network-test") as server:
+    endpoint = f"inproc://network-test-{uuid.uuid4().hex[:8]}"
+    with RigServer({"leaky": rig}, endpoint) as server:
         server.start()
-        with RigClient("inproc://network-test", "leaky", timeout_s=20.0) as client:
+        with RigClient(endpoint, "leaky", timeout_s=20.0) as client:
             yield rig, client
 
 
