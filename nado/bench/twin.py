@@ -81,7 +81,7 @@ def run(quick: bool) -> dict[str, Any]:
     from nado.twin import integrate as integ
     from nado.twin.reference import sdeint_reference
 
-    n_nodes, batch, steps, feats = (20, 32, 10, 16) if quick else (200, 128, 40, 16)
+    n_nodes, batch, steps, feats = (10, 16, 8, 16) if quick else (200, 128, 40, 16)
     twin = _twin()
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, steps, feats, generator=gen)
