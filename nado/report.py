@@ -195,11 +195,11 @@ def markdown(results: dict, figures: dict[str, str]) -> str:
            f"Task `{kind}`, network {' -> '.join(sc['network']['layers'])} "
            f"({', '.join(str(n) for n in sc['network']['nodes'])} nodes), seed {sc['run']['seed']}"
            + (", reduced budget (--quick)" if results.get("quick") else "") + ".", "",
-           "## Rigs", "", "| kind | rig | SNR (median over channels) | active range | instrument time (s) |",
+           "## Rigs", "", "| rig | kind | SNR (median over channels) | active range | instrument time (s) |",
            "|---|---|---|---|---|"]
     for k, r in results["rigs"].items():
         ar = r.get("active_range") or [[None], [None]]
-        out.append(f"| {k} | {r['rig']} | {_fmt(r.get('snr'))} | {_fmt(ar[0][0])} .. {_fmt(ar[1][0])} "
+        out.append(f"| {k} | {r.get('kind', k)} | {_fmt(r.get('snr'))} | {_fmt(ar[0][0])} .. {_fmt(ar[1][0])} "
                    f"{r['describe'].get('input', {}).get('units', '')} | {_fmt(r.get('instrument_s'))} |")
     out += ["", "## Twins (held-out repeats)", "",
             "| kind | twin | mean error | std ratio | autocov error | W1 |", "|---|---|---|---|---|---|"]

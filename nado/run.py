@@ -118,7 +118,7 @@ class Runner:
         sc = self.sc
         desc = client.describe()
         ident = {"describe": desc, "station": station_identity(sc)}
-        self.results["rigs"][kind] = {"rig": sc.rig_name(kind), "describe": desc}
+        self.results["rigs"][sc.rig_name(kind)] = {"kind": kind, "rig": sc.rig_name(kind), "describe": desc}
         kw = sc.collect.for_kind(kind)
         with self.timed(f"collect.{kind}"):
             d, done = self.cache.lookup(f"collect-{kind}", {"rig": ident, "collect": kw, "seed": self.seed})
@@ -130,7 +130,7 @@ class Runner:
         self.keys[f"collect.{kind}"] = d.name
         self.datasets[kind] = ds
         from .snr import snr_from_repeats
-        rig = self.results["rigs"][kind]
+        rig = self.results["rigs"][sc.rig_name(kind)]
         rig.update({"snr": snr_from_repeats(ds.repeats_outputs)["snr"],
                     "snr_detail": snr_from_repeats(ds.repeats_outputs),
                     "active_range": [np.asarray(ds.active_lo).tolist(), np.asarray(ds.active_hi).tolist()],

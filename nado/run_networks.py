@@ -60,7 +60,7 @@ def _twin_keys(runner, kind: str, layers) -> list[str]:
 
 
 def _rig_ident(runner, layers) -> list:
-    return [runner.results["rigs"][k]["describe"] for k in layers]
+    return [runner.results["rigs"][runner.sc.rig_name(k)]["describe"] for k in layers]
 
 
 def _cfg_dict(cfg) -> dict:
