@@ -41,7 +41,8 @@ spent); :attr:`RigPool.last` holds per-member experiments and wall seconds.
 **Station tables.** :func:`load_pool` builds a pool from a table
 ``[pools.NAME] members = [{endpoint = "tcp://...", rig = "nra"}, ...]`` with the
 optional keys ``timeout_s``, ``retries``, ``chunk``, ``down_s``
-(:func:`parse_pool` only checks it).
+(:func:`parse_pool` only checks it; :func:`parse_pools` checks every ``[pools.*]`` of a
+parsed TOML file and ignores its other tables).
 
 **Hook for locks and heartbeats** (reliability work): pass ``hooks=`` an object
 with any of ``connect(member, client)`` (called in the member's thread after its
@@ -468,6 +469,17 @@ def parse_pool(table: dict[str, Any], name: str = "pool") -> dict[str, Any]:
                                    f"{' >= 1' if key == 'chunk' else ''}, got {v!r}")
             kw[key] = kind(v)
     return kw
+
+
+def parse_pools(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every ``[pools.NAME]`` table of parsed TOML ``data`` (a station or scenario file), checked.
+
+    Returns ``{NAME: RigPool keyword arguments}``; other top-level tables are ignored.
+    """
+    pools = data.get("pools", {})
+    if not isinstance(pools, dict):
+        raise StationError("pools must be tables: [pools.NAME] members = [{endpoint = ..., rig = ...}]")
+    return {name: parse_pool(table, name) for name, table in pools.items()}
 
 
 def load_pool(table: dict[str, Any], name: str = "pool", **overrides: Any) -> RigPool:

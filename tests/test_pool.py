@@ -8,7 +8,7 @@ import pytest
 
 from bridge import BadInput, OutOfRange, RigServer, RigUnavailable, StationError
 from bridge.pool import (Member, MemberHooks, PoolMismatch, RigPool, chunk_seed, load_pool,
-                         parse_pool, reference_drive, split_counts)
+                         parse_pool, parse_pools, reference_drive, split_counts)
 from bridge.testrigs import EchoRig, LeakyRig
 
 
@@ -167,6 +167,14 @@ def test_pool_tables(servers):
             parse_pool(t, "p")
     with pytest.raises(StationError, match="repeat"):
         RigPool([members[0], members[0]])
+    import tomllib
+    text = ("[rigs.nra]\nbackend = 'physics.nra'\n\n[pools.nras]\nchunk = 8\nmembers = [\n"
+            "  {endpoint = 'tcp://pc1:5555', rig = 'nra'},\n  {endpoint = 'tcp://pc2:5555', rig = 'nra'},\n]\n")
+    pools = parse_pools(tomllib.loads(text))
+    assert list(pools) == ["nras"] and pools["nras"]["chunk"] == 8
+    assert [m.endpoint for m in pools["nras"]["members"]] == ["tcp://pc1:5555", "tcp://pc2:5555"]
+    with pytest.raises(StationError, match="pools.bad.members"):
+        parse_pools({"pools": {"bad": {"members": "tcp://x:1"}}})
 
 
 def test_hooks_see_each_member(servers):
