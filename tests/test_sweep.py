@@ -220,3 +220,17 @@ def test_cli_sweep_reports_and_exits_nonzero_on_failures(tmp_path, monkeypatch, 
     out = capsys.readouterr()
     assert rc == 1 and "2 trials: 2 run now, 0 already done, 1 failed" in out.out
     assert "--retry-failed" in out.err and "one after another" in out.err
+
+
+def test_without_ray_trials_run_serially_and_the_command_says_so(monkeypatch):
+    import nado.sweep_engines as se
+    monkeypatch.setattr(se, "_have_ray", lambda: False)
+    logs: list[str] = []
+    name, submit = se.pick_engine("auto", log=logs.append)
+    assert name == "serial" and "Ray is not installed" in logs[0] and "nado[ray]" in logs[0]
+    with pytest.raises(ConfigError, match="Ray is not installed"):
+        se.pick_engine("ray", log=logs.append)
+    with pytest.raises(ConfigError, match="Ray is not installed"):
+        se.pick_engine("auto", address="ray://head:10001", log=logs.append)
+    with pytest.raises(ConfigError, match="engine must be"):
+        se.pick_engine("dask", log=logs.append)
