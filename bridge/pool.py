@@ -57,14 +57,18 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from .client import RigClient
 from .errors import BadInput, BridgeError, OutOfRange, ProtocolError, RigUnavailable, StationError
+from .pool_config import (POOL_KEYS, Member, chunk_seed, member_from, parse_pool, parse_pools,
+                          reference_drive, split_counts)
 from .rig import DriveResult
+
+__all__ = ["RigPool", "PoolMismatch", "MemberHooks", "Member", "IDENTITY_KEYS", "POOL_KEYS",
+           "chunk_seed", "reference_drive", "split_counts", "parse_pool", "parse_pools", "load_pool"]
 
 log = logging.getLogger(__name__)
 
@@ -72,22 +76,10 @@ log = logging.getLogger(__name__)
 IDENTITY_KEYS = ("kind", "input", "output", "step_s")
 #: Errors that are the caller's fault, not the member's: raised, never retried elsewhere.
 _CALLER_ERRORS = (BadInput, OutOfRange, ProtocolError)
-POOL_KEYS = ("members", "timeout_s", "retries", "chunk", "down_s")
 
 
 class PoolMismatch(BridgeError, ValueError):
     """Pool members describe different rigs (kind, input/output ranges or units, step)."""
-
-
-@dataclass(frozen=True)
-class Member:
-    """One pool member: a server ``endpoint`` and the ``rig`` name there (None = its only rig)."""
-
-    endpoint: str
-    rig: str | None = None
-
-    def __str__(self) -> str:
-        return f"{self.endpoint}/{self.rig or '?'}"
 
 
 class MemberHooks:
@@ -101,39 +93,6 @@ class MemberHooks:
 
     def release(self, member: Member, client: RigClient) -> None:
         pass
-
-
-def chunk_seed(seed: int, k: int) -> int:
-    """The seed of chunk ``k`` of a pooled drive with ``seed``: a uint32 from SeedSequence([seed, k])."""
-    return int(np.random.SeedSequence([int(seed), int(k)]).generate_state(1)[0])
-
-
-def reference_drive(rig: Any, inputs: Any, *, seed: int, chunk: int, reset: bool = True) -> DriveResult:
-    """What a pooled drive with ``seed`` returns, computed on one ``rig`` (anything with ``drive``).
-
-    Drives ``inputs`` ``(B, T, n_in)`` chunk by chunk (``chunk`` experiments each) with
-    :func:`chunk_seed` ``(seed, k)`` and concatenates: the pool's contract.
-    """
-    x = np.asarray(inputs)
-    outs, inits, t = [], [], 0.0
-    for k, a in enumerate(range(0, x.shape[0], chunk)):
-        r = rig.drive(x[a:a + chunk], reset=reset, seed=chunk_seed(seed, k))
-        outs.append(np.asarray(r.outputs))
-        inits.append(np.asarray(r.initial))
-        t += float(r.instrument_s)
-    return DriveResult(outputs=np.concatenate(outs), initial=np.concatenate(inits), instrument_s=t)
-
-
-def split_counts(n: int, weights: Sequence[float]) -> list[int]:
-    """``n`` items split in proportion to ``weights`` (largest remainder; sums to n)."""
-    w = np.asarray(weights, dtype=float)
-    if n < 0 or len(w) == 0 or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-        raise ValueError(f"cannot split {n} items by weights {list(weights)}")
-    exact = n * w / w.sum()
-    counts = np.floor(exact).astype(int)
-    for i in np.argsort(-(exact - counts), kind="stable")[: n - int(counts.sum())]:
-        counts[i] += 1
-    return counts.tolist()
 
 
 class _MemberState:
@@ -177,7 +136,7 @@ class RigPool:
                  chunk: int = 16, down_s: float = 30.0, connect_timeout_s: float = 5.0,
                  name: str = "pool", context=None, hooks: MemberHooks | None = None,
                  connect: bool = True) -> None:
-        parsed = [_member(m, i) for i, m in enumerate(members)]
+        parsed = [member_from(m, i) for i, m in enumerate(members)]
         if not parsed:
             raise StationError("a pool needs at least one member: members = [{endpoint = ..., rig = ...}]")
         if len(set(parsed)) != len(parsed):
@@ -425,61 +384,6 @@ class RigPool:
 
     def __repr__(self) -> str:
         return f"RigPool({self.name!r}, {[str(m) for m in self.members]})"
-
-
-def _member(m: Any, i: int) -> Member:
-    if isinstance(m, Member):
-        return m
-    if isinstance(m, dict):
-        unknown = sorted(set(m) - {"endpoint", "rig"})
-        if unknown or "endpoint" not in m:
-            raise StationError(f"members[{i}] must be {{endpoint = \"tcp://host:port\", rig = \"name\"}}, "
-                               f"got keys {sorted(m)}")
-        ep, rig = m["endpoint"], m.get("rig")
-    elif isinstance(m, (tuple, list)) and len(m) == 2:
-        ep, rig = m
-    else:
-        raise StationError(f"members[{i}] must be (endpoint, rig) or a table, got {m!r}")
-    if not isinstance(ep, str) or "://" not in ep:
-        raise StationError(f"members[{i}].endpoint must look like tcp://HOST:PORT, got {ep!r}")
-    if rig is not None and not isinstance(rig, str):
-        raise StationError(f"members[{i}].rig must be a rig name (string), got {rig!r}")
-    return Member(ep, rig)
-
-
-def parse_pool(table: dict[str, Any], name: str = "pool") -> dict[str, Any]:
-    """Check a ``[pools.NAME]`` table; return RigPool keyword arguments (with ``members``)."""
-    where = f"pools.{name}"
-    if not isinstance(table, dict):
-        raise StationError(f"{where} must be a table with members = [{{endpoint = ..., rig = ...}}, ...]")
-    unknown = sorted(set(table) - set(POOL_KEYS))
-    if unknown:
-        raise StationError(f"{where}.{unknown[0]}: unknown key; a pool takes {', '.join(POOL_KEYS)}")
-    members = table.get("members")
-    if not isinstance(members, list) or not members:
-        raise StationError(f"{where}.members must list at least one {{endpoint = \"tcp://...\", rig = \"...\"}}")
-    kw: dict[str, Any] = {"members": [_member(m, i) for i, m in enumerate(members)], "name": name}
-    for key, kind in (("timeout_s", float), ("down_s", float), ("retries", int), ("chunk", int)):
-        if key in table:
-            v = table[key]
-            ok = (not isinstance(v, bool) and isinstance(v, (int, float) if kind is float else int)
-                  and v >= (1 if key == "chunk" else 0) and (key != "timeout_s" or v > 0))
-            if not ok:
-                raise StationError(f"{where}.{key} must be a {'number > 0' if key == 'timeout_s' else 'non-negative ' + kind.__name__}"
-                                   f"{' >= 1' if key == 'chunk' else ''}, got {v!r}")
-            kw[key] = kind(v)
-    return kw
-
-
-def parse_pools(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every ``[pools.NAME]`` table of parsed TOML ``data`` (a station or scenario file), checked.
-
-    Returns ``{NAME: RigPool keyword arguments}``; other top-level tables are ignored.
-    """
-    pools = data.get("pools", {})
-    if not isinstance(pools, dict):
-        raise StationError("pools must be tables: [pools.NAME] members = [{endpoint = ..., rig = ...}]")
-    return {name: parse_pool(table, name) for name, table in pools.items()}
 
 
 def load_pool(table: dict[str, Any], name: str = "pool", **overrides: Any) -> RigPool:
