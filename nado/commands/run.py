@@ -12,7 +12,7 @@ def register(sub) -> None:
                    help="merge the scenario's [budget] tables first (a reduced run, same code path)")
     p.add_argument("--cache", metavar="DIR", help="stage cache folder (default: run.cache)")
     p.add_argument("--check", action="store_true", help="validate the scenario and exit")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars or stage lines")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (stage lines still go to stderr)")
     p.set_defaults(func=run)
 
 
