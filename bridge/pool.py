@@ -15,7 +15,8 @@ and described (and checked) when it is next tried.
 
 **Splitting.** A batched drive of B experiments is split across the live members
 in proportion to their measured speed (experiments per wall second of their last
-shares, smoothed; equal at first), the shares run concurrently (one thread per
+shares, request overhead included, smoothed 50/50 with the previous value; equal at
+first, so small first drives make rough estimates), the shares run concurrently (one thread per
 member, each owning its own :class:`bridge.RigClient`: ZeroMQ sockets are not
 thread-safe), and the results are merged in the original order. When a member
 fails (timeout, lost server, rig fault) its unfinished experiments are split
@@ -30,8 +31,12 @@ experiments (chunk k = experiments ``k*chunk .. (k+1)*chunk - 1``), chunk k is
 driven as one drive with seed :func:`chunk_seed` ``(S, k)``, and the chunks are
 dealt to members whole. The result is then independent of the number of
 members, their speeds and failures, and equals :func:`reference_drive` of one
-member (the same rig driven chunk by chunk with those seeds). With ``seed=None``
-each member drives its whole share in one drive with fresh noise.
+member (the same rig driven chunk by chunk with those seeds) whenever the members
+are copies of one device (emulators sharing a ``sample_seed``; distinct real devices
+differ in their physics, so for them the contract fixes the seeds, not the values).
+Each chunk is one drive: pick ``chunk`` so that a chunk's instrument time dwarfs the
+request overhead. With ``seed=None`` each member drives its whole share in one
+drive with fresh noise.
 ``reset=False`` (continuing one device's state) is refused: drive a member
 directly (:meth:`RigPool.client_for`).
 
