@@ -8,7 +8,7 @@ from nado.errors import DatasetError
 from nado.twin import fit_ode, fit_sde, mean_error, std_ratio, w1_marginal
 from nado.twin.synthetic import leaky_map, make_dataset
 
-ODE_KW = dict(epochs=15, window=10, progress=False)
+ODE_KW = dict(epochs=15, window=10, batch=128, lr=1e-2, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_sde_fit_reproduces_noise_better_than_ode(fitted):
 
 def test_fits_are_seeded():
     data = make_dataset(sequences=100, noise=0.1, repeats=(6, 6), seed=3)
-    kw = dict(epochs=2, window=5, progress=False)
+    kw = dict(epochs=2, window=5, batch=64, progress=False)
     a, ha = fit_ode(data, seed=11, **kw)
     b, hb = fit_ode(data, seed=11, **kw)
     c, _ = fit_ode(data, seed=12, **kw)

@@ -38,6 +38,9 @@ class TwinConfig:
       ``obs_mean``/``obs_std`` (n_obs,): observables are standardised with these inside the twin.
     - ``n_reset``: number of stored reset samples (the measured distribution of ``x`` after reset).
     - ``tau0``, ``tau_ratio``: the auxiliary timescales start at ``tau0 / tau_ratio**k`` steps.
+    - ``delays``: ``"shift"`` (delay entries are exact past observables) or ``"learned"`` (the
+      paper's ``f`` over all of ``y``: shift plus a learned residual; see
+      :mod:`nado.twin.integrate`).
     """
 
     kind: str
@@ -56,6 +59,7 @@ class TwinConfig:
     n_reset: int = 1
     tau0: float = 0.6
     tau_ratio: float = 0.7
+    delays: str = "shift"
 
     def __post_init__(self) -> None:
         def bad(key: str, why: str) -> ConfigError:
@@ -70,6 +74,8 @@ class TwinConfig:
                 raise bad(key, f"must be >= 1, got {getattr(self, key)!r}")
         if self.n_delay < 0 or self.n_aux < 0:
             raise bad("n_delay/n_aux", "must be >= 0")
+        if self.delays not in ("shift", "learned"):
+            raise bad("delays", f"must be 'shift' or 'learned', got {self.delays!r}")
         if self.kind == "ode" and self.n_aux != 0:
             raise bad("n_aux", "an ODE twin has no auxiliary variables; set n_aux=0")
         # Normalisation tuples: default to the identity map, coerce to float tuples.

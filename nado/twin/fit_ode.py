@@ -39,9 +39,9 @@ def _from_embedded(twin: Twin, u: torch.Tensor, y0: torch.Tensor, dw=None) -> to
     return integrate(twin.packed(use_noise), u, y0, method=c.method, substeps=c.substeps, dw=dw)
 
 
-def fit_ode(dataset, config: TwinConfig | None = None, *, seed: int = 0, epochs: int = 40,
-            window: int | None = None, batch: int = 128, iters_per_epoch: int | None = None,
-            lr: float = 1e-2, val_fraction: float = 0.1, progress: bool = True
+def fit_ode(dataset, config: TwinConfig | None = None, *, seed: int = 0, epochs: int = 60,
+            window: int | None = None, batch: int = 512, iters_per_epoch: int | None = None,
+            lr: float = 2e-2, val_fraction: float = 0.1, progress: bool = True
             ) -> tuple[Twin, dict[str, Any]]:
     """Fit a neural-ODE twin to ``dataset`` (a :class:`nado.dataset.Dataset`).
 

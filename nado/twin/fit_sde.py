@@ -75,9 +75,11 @@ def _sde_config(ode: Twin, config: TwinConfig | None, dataset) -> TwinConfig:
     oc = ode.config
     if config is None:
         config = config_from_dataset(dataset, "sde", n_delay=oc.n_delay, width=oc.width,
-                                     depth=oc.depth)
+                                     depth=oc.depth, delays=oc.delays)
     if config.kind != "sde":
         raise ConfigError(f"fit_sde needs a config with kind='sde', got {config.kind!r}")
+    if config.delays != oc.delays:     # architecture of f follows the ODE twin
+        config = config.replace(delays=oc.delays)
     for key in ("n_in", "n_obs", "n_delay", "width", "depth"):
         if getattr(config, key) != getattr(oc, key):
             raise ConfigError(f"fit_sde: config.{key}={getattr(config, key)} differs from the ODE "

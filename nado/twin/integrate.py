@@ -8,10 +8,12 @@ Wiener processes.
 State. ``y = (z(t), z(t-1), ..., z(t-n_delay))`` (current observable first) and, for an SDE,
 ``a`` (B, N_a) with ``a(t0) = 0``. Within one input sample the input and the delayed entries are
 held fixed and only ``z(t)`` (and ``a``) are integrated; at the end of the sample the delays are
-shifted *exactly*: ``z(t-k) <- z(t-k+1)``. (The paper learns ``f`` over all of ``y``; the shift is
-what the embedding means, costs nothing, and equals one Euler step of size 1 of the paper's system
-with ``f_k = (z(t-k+1) - z(t-k)) / dt``: that is how :mod:`nado.twin.reference` writes the same
-SDE for ``torchsde``.)
+shifted: ``z(t-k) <- z(t-k+1)`` exactly (``delays="shift"``), or plus a learned residual
+``r_k(y, u)`` evaluated at the start of the sample (``delays="learned"``, the paper's choice of
+learning ``f`` over all of ``y``: with one Euler step per sample, ``f_k = z(t-k+1) - z(t-k) + r_k``
+is the paper's update, initialised at the exact shift; the delay entries then act as latent
+memory, not only as past outputs). Either way this equals one Euler step of size 1 of the paper's
+system, which is how :mod:`nado.twin.reference` writes the same SDE for ``torchsde``.
 
 Equations, eq. (3) of the paper, with ``f`` the drift MLP and ``g`` the diffusion MLP, both fed
 ``(y, u)``::
@@ -45,6 +47,7 @@ class Packed(NamedTuple):
     n_obs: int
     n_delay: int
     width: int
+    learned_delays: bool    # f also outputs residuals of the delay entries (paper's full f)
     f_first: tuple          # (W_y^T (D, H), W_u^T (n_in, H), b (H,)): first layer of f
     f_hidden: list          # [(W^T (H, H), b)]
     f_out: tuple            # (W^T (H, n_obs), b)
@@ -76,7 +79,8 @@ def _fold(layers) -> list[tuple[Tensor, Tensor]]:
     return out
 
 
-def pack(f_layers, g_layers, a_mat, tau, n_obs: int, n_delay: int, with_g: bool) -> Packed:
+def pack(f_layers, g_layers, a_mat, tau, n_obs: int, n_delay: int, with_g: bool,
+         learned_delays: bool = False) -> Packed:
     """Arrange ``nn.Linear`` lists ``f_layers``/``g_layers`` (first layer takes ``cat(y, u)``)."""
     d = n_obs * (n_delay + 1)
     first = lambda w, b: (w[:d], w[d:], b)  # noqa: E731
@@ -84,7 +88,7 @@ def pack(f_layers, g_layers, a_mat, tau, n_obs: int, n_delay: int, with_g: bool)
     gg = _fold(g_layers) if with_g else None
     return Packed(
         n_obs=n_obs, n_delay=n_delay, width=f_layers[0].out_features,
-        f_first=first(*ff[0]), f_hidden=ff[1:-1], f_out=ff[-1],
+        learned_delays=bool(learned_delays and n_delay > 0), f_first=first(*ff[0]), f_hidden=ff[1:-1], f_out=ff[-1],
         g_first=first(*gg[0]) if with_g else None, g_hidden=gg[1:-1] if with_g else [],
         g_out=gg[-1] if with_g else None,
         a_mat_t=a_mat.t() if (with_g and a_mat is not None) else None,
@@ -106,7 +110,8 @@ def input_preactivation(p: Packed, u: Tensor) -> list[tuple[Tensor, Tensor | Non
 
 
 def heads(p: Packed, y: Tensor, pre: tuple) -> tuple[Tensor, Tensor | None]:
-    """Drift ``f(y, u)`` (B, n_obs) and, if packed, the raw diffusion head ``v`` (B, N_w):
+    """Drift ``f(y, u)`` (B, n_obs, or D with learned delays: the current observable's drift,
+    then the delay residuals) and, if packed, the raw diffusion head ``v`` (B, N_w):
     ``g = softplus(v)`` (see :func:`diffusion`)."""
     hf = torch.sigmoid(torch.addmm(pre[0], y, p.f_first[0]))    # weights folded: see _fold
     for w, b in p.f_hidden:
@@ -153,47 +158,62 @@ def drift_a(p: Packed, a: Tensor) -> Tensor:
     return -a * p.tau_inv
 
 
-def shift(p: Packed, y: Tensor, z_new: Tensor) -> Tensor:
-    """New embedded state: ``z_new`` first, older entries moved one delay back."""
+def shift(p: Packed, y: Tensor, z_new: Tensor, r: Tensor | None = None) -> Tensor:
+    """New embedded state: ``z_new`` first, older entries moved one delay back (plus the learned
+    residual ``r`` when ``p.learned_delays``)."""
     if p.n_delay == 0:
         return z_new
-    return torch.cat([z_new, y[:, :p.n_obs * p.n_delay]], 1)
+    old = y[:, :p.n_obs * p.n_delay]
+    return torch.cat([z_new, old if r is None else old + r], 1)
 
 
-def _ode_substep(p: Packed, y: Tensor, z: Tensor, pre: tuple, h: float, method: str) -> Tensor:
-    """One ODE step of size ``h`` of the current observable ``z`` with delays and input held."""
+def _ode_substep(p: Packed, y: Tensor, z: Tensor, pre: tuple, h: float, method: str):
+    """One ODE step of size ``h`` of the current observable ``z`` with delays and input held.
+
+    Returns ``(z_new, r)``: ``r`` (B, n_obs * n_delay) is the learned delay residual at the
+    start of the step (None unless ``p.learned_delays``)."""
+    n = p.n_obs
+    r = None
+
     def rate(zz: Tensor) -> Tensor:
-        yy = zz if p.n_delay == 0 else torch.cat([zz, y[:, p.n_obs:]], 1)
-        return heads(p, yy, pre)[0]
+        nonlocal r
+        yy = zz if p.n_delay == 0 else torch.cat([zz, y[:, n:]], 1)
+        f = heads(p, yy, pre)[0]
+        if p.learned_delays and r is None:
+            r = f[:, n:]
+        return f[:, :n] if p.learned_delays else f
     if method == "euler":
-        return z + rate(z) * h
+        return z + rate(z) * h, r
     k1 = rate(z)
     k2 = rate(z + k1 * (h / 2))
     k3 = rate(z + k2 * (h / 2))
     k4 = rate(z + k3 * h)
-    return z + (k1 + 2 * k2 + 2 * k3 + k4) * (h / 6)
+    return z + (k1 + 2 * k2 + 2 * k3 + k4) * (h / 6), r
 
 
 def _sde_substep(p: Packed, y: Tensor, z: Tensor, a: Tensor, pre: tuple, dw: Tensor, h: float,
-                 method: str) -> tuple[Tensor, Tensor]:
-    """One SDE step of size ``h`` (Euler-Maruyama or stochastic Heun) of ``(z, a)``."""
+                 method: str):
+    """One SDE step of size ``h`` (Euler-Maruyama or stochastic Heun) of ``(z, a)``.
+
+    Returns ``(z_new, a_new, r)`` with ``r`` as in :func:`_ode_substep`."""
     n = p.n_obs
     yy = z if p.n_delay == 0 else torch.cat([z, y[:, n:]], 1)
     f, v = heads(p, yy, pre)
-    fz, fa = drift_z(p, f, a), drift_a(p, a)
+    r = f[:, n:] if p.learned_delays else None
+    fz, fa = drift_z(p, f[:, :n], a), drift_a(p, a)
     gdw = _Diffusion.apply(v, dw)
     gz, ga = gdw[:, :n], gdw[:, n:]
     z1 = z + fz * h + gz
     a1 = a + fa * h + ga
     if method == "euler":
-        return z1, a1
+        return z1, a1, r
     yy1 = z1 if p.n_delay == 0 else torch.cat([z1, y[:, n:]], 1)
     f1, v1 = heads(p, yy1, pre)
-    fz1, fa1 = drift_z(p, f1, a1), drift_a(p, a1)
+    fz1, fa1 = drift_z(p, f1[:, :n], a1), drift_a(p, a1)
     gdw1 = _Diffusion.apply(v1, dw)
     z2 = z + ((fz + fz1) * h + gz + gdw1[:, :n]) * 0.5
     a2 = a + ((fa + fa1) * h + ga + gdw1[:, n:]) * 0.5
-    return z2, a2
+    return z2, a2, r
 
 
 _COMPILE = {"on": False, "sde": None, "ode": None}
@@ -229,12 +249,13 @@ def integrate(p: Packed, u: Tensor, y0: Tensor, *, method: str, substeps: int = 
     sde_step = _COMPILE["sde"] if _COMPILE["on"] else _sde_substep
     ode_step = _COMPILE["ode"] if _COMPILE["on"] else _ode_substep
     for t in range(steps):
-        z = y[:, :n]
+        z, r = y[:, :n], None
         for k in range(substeps):
             if sde:
-                z, a = sde_step(p, y, z, a, pre[t], dw[t * substeps + k], h, method)
+                z, a, rk = sde_step(p, y, z, a, pre[t], dw[t * substeps + k], h, method)
             else:
-                z = ode_step(p, y, z, pre[t], h, "euler" if method == "heun" else method)
-        y = shift(p, y, z)
+                z, rk = ode_step(p, y, z, pre[t], h, "euler" if method == "heun" else method)
+            r = rk if k == 0 else r
+        y = shift(p, y, z, r)
         out.append(z)
     return torch.stack(out, 1)

@@ -41,7 +41,8 @@ class Twin(nn.Module):
             raise ConfigError("Twin needs a TwinConfig; build one with nado.twin.TwinConfig(...)")
         self.config = c = config
         d_in = c.state_dim + c.n_in
-        self.f = _mlp(d_in, c.width, c.depth, c.n_obs)
+        learned = c.delays == "learned" and c.n_delay > 0
+        self.f = _mlp(d_in, c.width, c.depth, c.state_dim if learned else c.n_obs)
         with torch.no_grad():                      # start near dz/dt = 0: x(t+1) ~ x(t)
             self.f[-1].weight.mul_(0.1)
             self.f[-1].bias.zero_()
@@ -103,7 +104,8 @@ class Twin(nn.Module):
         """The weights arranged for :func:`nado.twin.integrate.integrate` (differentiable)."""
         c = self.config
         with_g = noise and c.kind == "sde"
-        return pack(self.f, self.g, self.a_mat, self.tau, c.n_obs, c.n_delay, with_g)
+        return pack(self.f, self.g, self.a_mat, self.tau, c.n_obs, c.n_delay, with_g,
+                    learned_delays=c.delays == "learned")
 
     def sample_noise(self, batch: int, steps: int, *, generator: torch.Generator | None = None,
                      dtype=torch.float32) -> Tensor:

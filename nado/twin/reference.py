@@ -46,9 +46,10 @@ class TwinSDEPlain(nn.Module):
         yy, a = self._split(y)
         f, v = heads(p, yy, self.pre[self._index(t)])
         g = diffusion(v)
-        parts = [drift_z(p, f, a)]
+        parts = [drift_z(p, f[:, :n], a)]
         if p.n_delay:
-            parts.append(yy[:, :-n] - yy[:, n:])
+            shift = yy[:, :-n] - yy[:, n:]
+            parts.append(shift + f[:, n:] if p.learned_delays else shift)
         parts.append(drift_a(p, a))
         zeros = y.new_zeros(y.shape[0], self.d - n)
         return torch.cat(parts, 1), torch.cat([g[:, :n], zeros, g[:, n:]], 1)
