@@ -18,12 +18,32 @@ repeated id from its reply cache and never executes a drive twice. Errors:
 - no reply after every try raises :class:`RigTimeout`, or :class:`RigUnavailable`
   when a ``tcp://``/``ipc://`` connection was never established.
 
+Retries: between tries the client waits ``backoff_s``, doubling up to 2 s. A
+try also ends early when the connection is gone for ``dead_after_s`` seconds
+(the server process died or its host vanished: ZeroMQ heartbeats,
+``HEARTBEAT_IVL``/``HEARTBEAT_TIMEOUT``, close silent connections), and a reply
+that cannot be decoded (damaged in transit) counts as lost: both are retried
+with the same id. So a dead server is reported (``RigUnavailable``) within
+about ``(retries + 1) * (dead_after_s + 2)`` seconds, however long ``timeout_s``.
+A server that refuses this client's key fails at once with ``RigUnavailable``.
+
+Security: ``curve_keys`` (a folder, or ``(client_public, client_secret,
+server_public)``; default: the folder in ``$NADO_KEYS``) makes the connection
+CurveZMQ (see :mod:`bridge.auth`). Exclusive access: ``lock(lease_s)`` /
+``unlock()``, or ``with client.lease(lease_s):`` which renews the lease from a
+heartbeat thread (its own socket) until the block ends. ``status()`` returns the
+server's counters.
+
 A client is not thread-safe (it owns a ZeroMQ socket): use one per thread.
 Arrays in results view the reply's memory (writable, no copy).
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
+import logging
+import os
+import threading
 import time
 import uuid
 from typing import Any
@@ -32,10 +52,16 @@ import numpy as np
 import zmq
 
 from . import protocol as P
+from .auth import KEYS_ENV, client_keys, secure_client_socket
 from .errors import BadInput, OutOfRange, ProtocolError, RigError, RigTimeout, RigUnavailable
 from .rig import DriveResult
 
-_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+log = logging.getLogger(__name__)
+
+_UP = zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+_AUTH_FAILED = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+_EVENTS = _UP | zmq.EVENT_DISCONNECTED | _AUTH_FAILED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+_SLICE_MS = 500   # a waiting client looks at its connection this often
 
 
 class RigClient:
@@ -43,11 +69,17 @@ class RigClient:
 
     ``rig=None`` picks the server's only rig, or needs ``rig=`` on each call.
     ``timeout_s``: seconds to wait for each try; ``retries``: tries after the
-    first. ``context`` defaults to ``zmq.Context.instance()``.
+    first; ``backoff_s``: first pause between tries (doubles, at most 2 s);
+    ``dead_after_s``: a try ends when the connection has been down this long;
+    ``curve_keys``: see the module docstring; ``name``: shown to others as the
+    lease holder (default user@host). ``context`` defaults to
+    ``zmq.Context.instance()``.
     """
 
     def __init__(self, endpoint: str, rig: str | None = None, *, timeout_s: float = 10.0,
-                 retries: int = 3, context: zmq.Context | None = None) -> None:
+                 retries: int = 3, context: zmq.Context | None = None, backoff_s: float = 0.05,
+                 dead_after_s: float = 3.0, curve_keys: Any = None, name: str | None = None,
+                 session: str | None = None) -> None:
         if not isinstance(endpoint, str) or "://" not in endpoint:
             raise RigUnavailable(f"endpoint must look like tcp://HOST:PORT, ipc://PATH or inproc://NAME, got {endpoint!r}")
         if not timeout_s > 0:
@@ -63,6 +95,14 @@ class RigClient:
         self._ever_connected = self._connected
         self._prefix = uuid.uuid4().hex[:24]   # request id = random prefix + counter: unique, cheap
         self._count = itertools.count()
+        self.session = session or uuid.uuid4().hex   # lease owner token (header key "client")
+        self.backoff_s, self.dead_after_s = float(backoff_s), float(dead_after_s)
+        if curve_keys is None and os.environ.get(KEYS_ENV) and not endpoint.startswith("inproc://"):
+            curve_keys = os.environ[KEYS_ENV]
+        self.curve_keys = client_keys(curve_keys) if curve_keys is not None else None
+        self.name = name or f"{os.environ.get('USER', 'user')}@{_hostname()}"
+        self._down_since: float | None = None
+        self._lease_thread: _Heartbeat | None = None
 
     # ---- ops -----------------------------------------------------------------------------
     def hello(self) -> dict[str, Any]:
@@ -92,7 +132,7 @@ class RigClient:
         arr = P.wire_array(arr)
         rig = self._rig(rig)
         rid = self._new_id()
-        head = {"v": P.VERSION, "id": rid, "op": P.DRIVE, "rig": rig, "args": {
+        head = {"v": P.VERSION, "id": rid, "op": P.DRIVE, "rig": rig, "client": self.session, "args": {
             "inputs": {P.ND_KEY: 0, "dtype": arr.dtype.str, "shape": list(arr.shape)},
             "reset": bool(reset), "seed": seed}}
         res = self._roundtrip([P.pack_header(head), arr], rid, P.DRIVE, rig)
@@ -115,58 +155,120 @@ class RigClient:
     def request(self, op: str, *, rig: str | None = None, args: dict | None = None) -> dict[str, Any]:
         """Send one request (retrying with the same id); return its ``result`` map."""
         rid = self._new_id()
-        return self._roundtrip(P.encode(P.request(op, rid, rig, args)), rid, op, rig)
+        head = P.request(op, rid, rig, args)
+        head[P.CLIENT_KEY] = self.session
+        return self._roundtrip(P.encode(head), rid, op, rig)
+
+    # ---- exclusive access ------------------------------------------------------------------
+    def lock(self, lease_s: float = 30.0, *, rig: str | None = None) -> dict[str, Any]:
+        """Lease the rig for ``lease_s`` seconds (renew by calling again); ``{holder, lease_left_s}``.
+
+        Raises :class:`RigError` with code ``BUSY`` (holder and time left in the
+        message) when another client holds it.
+        """
+        return self.request(P.LOCK, rig=self._rig(rig), args={"lease_s": float(lease_s), "holder": self.name})
+
+    def unlock(self, *, rig: str | None = None) -> bool:
+        """Give the lease back; False when this client held none."""
+        return bool(self.request(P.UNLOCK, rig=self._rig(rig)).get("released"))
+
+    def status(self, *, rig: str | None = None) -> dict[str, Any]:
+        """The server's counters (``RigServer.status()``), optionally for one rig."""
+        return self.request(P.STATUS, rig=rig)
+
+    @contextlib.contextmanager
+    def lease(self, lease_s: float = 10.0, *, rig: str | None = None, renew_s: float | None = None):
+        """Hold the rig for the ``with`` block: lock, renew every ``renew_s`` (lease_s/3), unlock.
+
+        Renewals come from a heartbeat thread with its own socket (same session),
+        so they continue during long drives. A failed renewal is kept in
+        ``self.lease_error`` and raised when the block ends.
+        """
+        rig = self._rig(rig)
+        self.lock(lease_s, rig=rig)
+        hb = _Heartbeat(self, rig, lease_s, renew_s or lease_s / 3.0)
+        self._lease_thread, self.lease_error = hb, None
+        hb.start()
+        try:
+            yield self
+        finally:
+            hb.stop()
+            self._lease_thread = None
+            self.lease_error = hb.error
+            try:
+                self.unlock(rig=rig)
+            except (RigError, RigTimeout, RigUnavailable) as exc:
+                log.warning("unlock of rig %s failed: %s (the lease runs out by itself)", rig, exc)
+        if hb.error is not None:
+            raise hb.error
 
     def _new_id(self) -> str:
         return f"{self._prefix}{next(self._count):08x}"
 
     def _roundtrip(self, frames: list, rid: str, op: str, rig: str | None) -> dict[str, Any]:
         tries = self.retries + 1
-        for _ in range(tries):
+        dead = 0
+        for k in range(tries):
+            if k:
+                time.sleep(min(self.backoff_s * 2 ** (k - 1), 2.0))
             sock = self._socket()
             P.send_frames(sock, frames)
             reply = self._wait(sock, rid)
-            if reply is not None:
+            if isinstance(reply, dict):
                 return self._result(reply, op, rig)
+            dead += reply == "down"
             self._drop_socket()  # lazy pirate: a fresh socket for the retry
         what = f"{op}" + (f" on rig '{rig}'" if rig else "")
         if not self._ever_connected:
-            raise RigUnavailable(f"cannot reach {self.endpoint}: no connection after {tries} tries of "
-                                 f"{self.timeout_s:g} s; start a server there (nado rig serve --bind ...)")
+            raise RigUnavailable(f"cannot reach {self.endpoint}: no connection after {tries} tries; "
+                                 "start a server there (nado rig serve --bind ...)")
+        if dead == tries:
+            raise RigUnavailable(f"the server at {self.endpoint} is gone: the connection stayed down for "
+                                 f"{self.dead_after_s:g} s in each of {tries} tries of {what}; restart it")
         raise RigTimeout(f"no reply from {self.endpoint} to {what} within {self.timeout_s:g} s, "
                          f"{tries} tries; is the server running? raise timeout_s for slow drives")
 
-    def _wait(self, sock: zmq.Socket, rid: str) -> dict | None:
-        """The reply to ``rid``, or None after ``timeout_s``; stale replies are skipped."""
-        deadline = time.monotonic() + self.timeout_s
-        left_ms = int(self.timeout_s * 1000)
+    def _wait(self, sock: zmq.Socket, rid: str) -> dict | str:
+        """The reply to ``rid``; or "timeout", "down" (no connection for dead_after_s), "damaged".
+
+        Stale replies (other ids) are skipped. When connected this is a blocking
+        receive in slices of at most 0.5 s; between slices the monitor tells
+        whether the connection dropped.
+        """
+        now = time.monotonic()
+        deadline = now + self.timeout_s
         while True:
-            if self._monitor is None:  # connected: a blocking receive with a timeout
-                if left_ms != self._rcvtimeo:
-                    sock.setsockopt(zmq.RCVTIMEO, max(left_ms, 1))
-                    self._rcvtimeo = left_ms
+            left_ms = int((deadline - now) * 1000)
+            if left_ms <= 0:
+                return "timeout"
+            wait_ms = min(left_ms, _SLICE_MS)
+            msg = None
+            if self._connected:
+                if wait_ms != self._rcvtimeo:
+                    sock.setsockopt(zmq.RCVTIMEO, max(wait_ms, 1))
+                    self._rcvtimeo = wait_ms
                 try:
                     msg = P.recv_frames(sock)
                 except zmq.Again:
-                    return None
-            else:  # not yet connected: watch the monitor too
-                poller = zmq.Poller()
-                poller.register(sock, zmq.POLLIN)
-                poller.register(self._monitor, zmq.POLLIN)
-                events = dict(poller.poll(left_ms))
-                if self._monitor in events:
-                    self._read_monitor()
-                msg = P.recv_frames(sock) if events.get(sock) else None
-                if msg is not None and not self._connected:
-                    self._connected = self._ever_connected = True
-                    self._stop_monitor()
-            if msg is not None:
+                    pass
+            elif sock.poll(wait_ms if self._monitor is None else min(wait_ms, 20)):
+                msg = P.recv_frames(sock)
+                self._connected = self._ever_connected = True   # a reply proves the connection
+                self._down_since = None
+            if msg is None:
+                self._read_monitor()
+                now = time.monotonic()
+                if self._down_since is not None and now - self._down_since >= self.dead_after_s:
+                    return "down"
+                continue
+            try:
                 reply = P.decode(msg)
-                if reply.get("id") == rid or (reply.get("id") is None and reply.get("ok") is False):
-                    return reply
-            left_ms = int((deadline - time.monotonic()) * 1000)
-            if left_ms <= 0:
-                return None
+            except ProtocolError as exc:
+                log.warning("damaged reply from %s (%s); retrying", self.endpoint, exc)
+                return "damaged"
+            if reply.get("id") == rid or (reply.get("id") is None and reply.get("ok") is False):
+                return reply
+            now = time.monotonic()
 
     def _result(self, reply: dict, op: str, rig: str | None) -> dict[str, Any]:
         if reply.get("ok") is True and isinstance(reply.get("result"), dict):
@@ -192,8 +294,16 @@ class RigClient:
             sock = self.context.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             self._rcvtimeo = -1
-            if not self._connected:
+            if not self.endpoint.startswith("inproc://"):
+                sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+                sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(1000, int(self.dead_after_s * 1000)))
+                sock.setsockopt(zmq.RECONNECT_IVL, 100)
+                sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+                if self.curve_keys is not None:
+                    secure_client_socket(sock, self.curve_keys)
                 self._monitor = sock.get_monitor_socket(_EVENTS)
+                self._connected = False
+                self._down_since = time.monotonic()
             try:
                 sock.connect(self.endpoint)
             except zmq.ZMQError as exc:
@@ -207,9 +317,28 @@ class RigClient:
         from zmq.utils.monitor import recv_monitor_message
         while self._monitor is not None and self._monitor.poll(0):
             event = recv_monitor_message(self._monitor)["event"]
-            if event & _EVENTS:
-                self._connected = self._ever_connected = True
-                self._stop_monitor()
+            if event & _UP:
+                if event == zmq.EVENT_HANDSHAKE_SUCCEEDED or self.curve_keys is None:
+                    self._connected = self._ever_connected = True
+                    self._down_since = None
+            elif event == zmq.EVENT_DISCONNECTED:
+                if self._connected:
+                    log.info("connection to %s lost", self.endpoint)
+                self._connected = False
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+            elif event & _AUTH_FAILED:
+                self._drop_socket()
+                if self.curve_keys is None:
+                    raise RigUnavailable(
+                        f"{self.endpoint} refused this client: the server requires CurveZMQ keys; pass "
+                        "RigClient(..., curve_keys=DIR) or set NADO_KEYS=DIR (see `nado keys generate`)")
+                raise RigUnavailable(
+                    f"{self.endpoint} refused this client's key (CurveZMQ handshake failed): ask the rig's "
+                    "admin to add your NAME.key to the station's clients folder, and check that you have "
+                    "the right server.key")
+            elif event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and self.curve_keys is not None:
+                log.warning("CurveZMQ handshake with %s failed; wrong server.key?", self.endpoint)
 
     def _stop_monitor(self) -> None:
         if self._monitor is not None:
@@ -226,9 +355,14 @@ class RigClient:
             self._sock.close(linger=0)
             self._sock = None
         self._connected = self.endpoint.startswith("inproc://")
+        self._down_since = None
 
     def close(self) -> None:
-        """Close the socket (linger 0). Idempotent."""
+        """Stop a lease heartbeat, close the socket (linger 0). Idempotent."""
+        hb = getattr(self, "_lease_thread", None)
+        if hb is not None:
+            hb.stop()
+            self._lease_thread = None
         self._drop_socket()
 
     def __del__(self) -> None:  # a forgotten client must not leave an unclosed socket (ResourceWarning)
@@ -245,3 +379,40 @@ class RigClient:
 
     def __repr__(self) -> str:
         return f"RigClient({self.endpoint!r}, rig={self.rig!r}, timeout_s={self.timeout_s:g}, retries={self.retries})"
+
+
+def _hostname() -> str:
+    import socket
+    return socket.gethostname()
+
+
+class _Heartbeat(threading.Thread):
+    """Renews a lease every ``renew_s`` from its own socket (same session) until stopped."""
+
+    def __init__(self, owner: RigClient, rig: str, lease_s: float, renew_s: float) -> None:
+        super().__init__(name=f"lease-{rig}", daemon=True)
+        self.rig, self.lease_s, self.renew_s = rig, lease_s, renew_s
+        self.client = RigClient(owner.endpoint, rig, timeout_s=max(renew_s, 0.5), retries=1,
+                                context=owner.context, curve_keys=owner.curve_keys, name=owner.name,
+                                session=owner.session, dead_after_s=owner.dead_after_s)
+        self.error: BaseException | None = None
+        self.renewals = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._halt.wait(self.renew_s):
+                try:
+                    self.client.lock(self.lease_s)
+                    self.renewals += 1
+                except (RigError, RigTimeout, RigUnavailable) as exc:
+                    self.error = exc
+                    log.warning("lease renewal of rig %s failed: %s", self.rig, exc)
+                    return
+        finally:
+            self.client.close()
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self is not threading.current_thread():
+            self.join(10.0)

@@ -34,10 +34,16 @@ from .errors import ProtocolError
 
 VERSION = 1
 
-# Ops. Rig ops need a ``rig`` key in the header.
+# Ops. Rig ops need a ``rig`` key in the header; replies to cached ops are kept by request id.
 HELLO, PING, DESCRIBE, DRIVE = "hello", "ping", "describe", "drive"
-OPS = (HELLO, PING, DESCRIBE, DRIVE)
-RIG_OPS = frozenset({DESCRIBE, DRIVE})
+LOCK, UNLOCK, STATUS = "lock", "unlock", "status"
+OPS = (HELLO, PING, DESCRIBE, DRIVE, LOCK, UNLOCK, STATUS)
+RIG_OPS = frozenset({DESCRIBE, DRIVE, LOCK, UNLOCK})
+CACHED_OPS = frozenset({DESCRIBE, DRIVE})
+
+# Optional top-level request key: the client's session token (str, 1..128 chars). A lease taken
+# with ``lock`` belongs to the (user, client) pair that took it.
+CLIENT_KEY = "client"
 
 # Error codes.
 BAD_REQUEST = "BAD_REQUEST"    # not a valid message
@@ -46,7 +52,7 @@ UNKNOWN_OP = "UNKNOWN_OP"
 UNKNOWN_RIG = "UNKNOWN_RIG"
 BAD_INPUT = "BAD_INPUT"        # wrong shape or dtype, NaN or inf
 OUT_OF_RANGE = "OUT_OF_RANGE"  # outside describe()'s input min..max
-BUSY = "BUSY"                  # the rig's queue is full (later: held by another client)
+BUSY = "BUSY"                  # the rig's queue is full, or another client holds its lease
 RIG_FAULT = "RIG_FAULT"        # the rig failed while driving
 TIMEOUT = "TIMEOUT"            # the rig timed out (e.g. a DAQ read)
 INTERNAL = "INTERNAL"          # a bug in the server

@@ -55,13 +55,15 @@ import numpy as np
 import zmq
 
 from . import protocol as P
+from .auth import KeyAuthenticator, Security, check_binds, secure_server_socket
 from .errors import ProtocolError, RigUnavailable, StationError
-from .worker import ReplyCache, RigWorker, check_description, make_safe
+from .lease import MAX_LEASE_S, LeaseTable
+from .worker import SAFE_OP, ReplyCache, RigWorker, check_description, make_safe
 
 log = logging.getLogger(__name__)
 
 _NAME = f"bridge@{_socket.gethostname()}"
-_ARGS = {P.DRIVE: frozenset({"inputs", "reset", "seed"})}
+_ARGS = {P.DRIVE: frozenset({"inputs", "reset", "seed"}), P.LOCK: frozenset({"lease_s", "holder"})}
 _NO_ARGS: frozenset = frozenset()
 _NOBLOCK, _EVENTS, _POLLIN = int(zmq.NOBLOCK), int(zmq.EVENTS), int(zmq.POLLIN)
 
@@ -81,7 +83,9 @@ class RigServer:
     def __init__(self, rigs: dict[str, Any], bind: str | list[str], *, context: zmq.Context | None = None,
                  name: str = _NAME, cache_size: int = 1024, cache_age_s: float = 600.0,
                  cache_bytes: int = 256 << 20, queue_size: int = 64,
-                 max_message_bytes: int = P.MAX_FRAME_BYTES, inline: bool = True) -> None:
+                 max_message_bytes: int = P.MAX_FRAME_BYTES, inline: bool = True,
+                 security: Security | None = None, max_lease_s: float = MAX_LEASE_S,
+                 heartbeat_s: float = 1.0) -> None:
         if not rigs:
             raise StationError("a RigServer needs at least one rig")
         for rname, rig in rigs.items():
@@ -90,7 +94,18 @@ class RigServer:
             if not (callable(getattr(rig, "describe", None)) and callable(getattr(rig, "drive", None))):
                 raise StationError(f"rig '{rname}' ({type(rig).__name__}) lacks describe() or drive()")
         self.rigs = dict(rigs)
-        self.context = context or zmq.Context.instance()
+        binds = [bind] if isinstance(bind, str) else list(bind)
+        self.security = security or Security()
+        check_binds(binds, self.security)
+        self._curve = self.security.curve
+        # A CURVE server needs its own ZAP handler, one per context: it gets a private context.
+        self._own_context = self._curve and context is None
+        self.context = zmq.Context() if self._own_context else (context or zmq.Context.instance())
+        self._auth: KeyAuthenticator | None = None
+        self._leases = LeaseTable(max_lease_s)
+        self._rig_stats: dict[str, Counter] = {n: Counter() for n in self.rigs}
+        self._rig_errors: dict[str, Counter] = {n: Counter() for n in self.rigs}
+        self._users: dict[str, Counter] = {n: Counter() for n in self.rigs}
         self.name, self.queue_size, self.inline = name, queue_size, inline
         self._cache = ReplyCache(cache_size, cache_age_s, cache_bytes)
         self._workers = {n: RigWorker(self, n, r, check_description(n, r.describe())) for n, r in self.rigs.items()}
@@ -107,16 +122,24 @@ class RigServer:
         self._router = self.context.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.LINGER, 0)
         self._router.setsockopt(zmq.MAXMSGSIZE, int(max_message_bytes))
+        if heartbeat_s > 0:  # ZMTP heartbeats: dead clients' connections are closed
+            self._router.setsockopt(zmq.HEARTBEAT_IVL, int(heartbeat_s * 1000))
+            self._router.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(5 * heartbeat_s * 1000))
         self._results = self.context.socket(zmq.PULL)
         self._results.setsockopt(zmq.LINGER, 0)
         self.endpoints: list[str] = []
         try:
+            if self._curve:
+                self._auth = KeyAuthenticator(self.context, self.security.clients).start_for()
+                secure_server_socket(self._router, self.security)
             self._results.bind(self._results_ep)
-            for ep in [bind] if isinstance(bind, str) else list(bind):
+            for ep in binds:
                 self._router.bind(ep)
                 self.endpoints.append(self._router.getsockopt_string(zmq.LAST_ENDPOINT))
-        except zmq.ZMQError as exc:
+        except BaseException as exc:
             self._close_sockets()
+            if not isinstance(exc, zmq.ZMQError):
+                raise
             raise RigUnavailable(f"cannot bind {bind}: {exc}; choose another endpoint or stop the "
                                  "process that holds it") from None
 
@@ -176,10 +199,28 @@ class RigServer:
         self.close()
 
     def status(self) -> dict[str, Any]:
-        """Counters: requests, drives, cache_hits, errors by code, per-rig drives and waiting."""
-        return {**self._stats, "drives": sum(w.drives for w in self._workers.values()),
+        """Counters (also the ``status`` op's result).
+
+        Server-wide: ``requests``, ``drives``, ``cache_hits``, ``errors`` (by code),
+        ``cached`` replies, ``refused`` clients (CURVE). Per rig (``rigs.NAME``):
+        ``holder`` (None when free) and ``lease_left_s``, ``requests`` served,
+        ``drives`` executed, ``cache_hits``, ``errors`` by code, ``waiting``,
+        ``users`` (drives by caller: CURVE User-Id, else ``"anonymous"``).
+        """
+        rigs = {}
+        for n, w in self._workers.items():
+            lease = self._leases.leases.get(n)
+            live = lease is not None and lease.left_s() > 0
+            st = self._rig_stats[n]
+            rigs[n] = {"holder": lease.holder if live else None,
+                       "lease_left_s": lease.left_s() if live else 0.0,
+                       "requests": st["requests"], "drives": w.drives, "cache_hits": st["cache_hits"],
+                       "errors": dict(self._rig_errors[n]), "waiting": w.waiting,
+                       "users": dict(self._users[n])}
+        return {"requests": 0, "cache_hits": 0, **self._stats,
+                "drives": sum(w.drives for w in self._workers.values()),
                 "errors": dict(self._errors), "cached": len(self._cache),
-                "rigs": {n: {"drives": w.drives, "waiting": w.waiting} for n, w in self._workers.items()}}
+                "refused": self._auth.refusals if self._auth is not None else 0, "rigs": rigs}
 
     # ---- loop ----------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -191,7 +232,9 @@ class RigServer:
         poller.register(self._wake_r, zmq.POLLIN)
         try:
             while not self._stop.is_set():
-                events = dict(poller.poll(500))
+                events = dict(poller.poll(250 if self._leases.leases else 500))
+                if self._leases.leases:
+                    self._expire_leases()
                 if self._results in events:
                     self._drain(self._results, self._on_result)
                 if self._router in events:
@@ -223,6 +266,11 @@ class RigServer:
             s.close(linger=0)
         self._wake_r.close()
         self._wake_w.close()
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        if self._own_context:
+            self.context.term()
 
     # ---- requests ------------------------------------------------------------------------
     def _send(self, envelope: list, frames: list) -> None:
@@ -231,8 +279,10 @@ class RigServer:
         except zmq.ZMQError as exc:  # e.g. HWM reached for a client that does not read
             log.debug("reply dropped: %s", exc)
 
-    def _error(self, envelope: list, rid: str | None, code: str, message: str) -> None:
+    def _error(self, envelope: list, rid: str | None, code: str, message: str, rig: str | None = None) -> None:
         self._errors[code] += 1
+        if rig is not None:
+            self._rig_errors[rig][code] += 1
         self._send(envelope, P.error_frames(rid, code, message))
 
     def _on_request(self, msg: list) -> None:
@@ -263,22 +313,33 @@ class RigServer:
             return self._error(envelope, rid, P.BAD_REQUEST, f"'op' must be a string, got {op!r:.80}")
         if op not in P.OPS:
             return self._error(envelope, rid, P.UNKNOWN_OP, f"unknown op {op!r:.80}; this server knows {list(P.OPS)}")
+        client = head.get(P.CLIENT_KEY)
+        if client is not None and not (type(client) is str and 0 < len(client) <= P.MAX_ID_CHARS):
+            return self._error(envelope, rid, P.BAD_REQUEST,
+                               f"'client' must be a string of 1..{P.MAX_ID_CHARS} characters, got {client!r:.80}")
         rig = head.get("rig")
-        if op in P.RIG_OPS:
-            if self._repeat(envelope, rid, op, rig):
-                return
+        if op in P.CACHED_OPS and self._repeat(envelope, rid, op, rig):
+            return
+        if op in P.RIG_OPS or (op == P.STATUS and rig is not None):
             if not isinstance(rig, str) or rig not in self._workers:
                 return self._error(envelope, rid, P.UNKNOWN_RIG,
                                    f"no rig named {rig!r:.80} here; this server serves {sorted(self._workers)}")
+            self._rig_stats[rig]["requests"] += 1
         args = head.get("args", {})
         if not isinstance(args, dict):
-            return self._error(envelope, rid, P.BAD_REQUEST, f"'args' must be a map, got {type(args).__name__}")
+            return self._error(envelope, rid, P.BAD_REQUEST, f"'args' must be a map, got {type(args).__name__}", rig)
         try:
             args = P.resolve(args, body[1:])
             self._check_args(op, args)
         except ProtocolError as exc:
-            return self._error(envelope, rid, exc.code, exc.message)
-        self._dispatch(envelope, rid, op, rig, args)
+            return self._error(envelope, rid, exc.code, exc.message, rig if op in P.RIG_OPS else None)
+        user = None
+        if self._curve:
+            try:
+                user = body[0].get("User-Id")
+            except zmq.ZMQError:  # inproc: no security mechanism, no User-Id
+                user = None
+        self._dispatch(envelope, rid, op, rig, args, (user, client))
 
     def _repeat(self, envelope: list, rid: str, op: str, rig: Any) -> bool:
         """Answer a repeated id from the cache, or join it to the running request."""
@@ -295,6 +356,7 @@ class RigServer:
             self._stats["joined"] += 1
         else:
             self._stats["cache_hits"] += 1
+            self._rig_stats[rig]["cache_hits"] += 1
             self._send(envelope, frames)
         return True
 
@@ -303,6 +365,16 @@ class RigServer:
         if args.keys() - allowed:
             raise ProtocolError(P.BAD_REQUEST, f"op {op} takes args {sorted(allowed)}, "
                                                f"not {sorted(args.keys() - allowed)}")
+        if op == P.LOCK:
+            t = args.get("lease_s")
+            if type(t) not in (int, float) or not 0 < t <= self._leases.max_lease_s:
+                raise ProtocolError(P.BAD_REQUEST, f"lock needs args.lease_s, seconds in (0, "
+                                                   f"{self._leases.max_lease_s:g}], got {t!r:.80}")
+            h = args.get("holder", "")
+            if type(h) is not str or len(h) > P.MAX_NAME_CHARS:
+                raise ProtocolError(P.BAD_REQUEST, f"args.holder must be a name of at most "
+                                                   f"{P.MAX_NAME_CHARS} characters, got {h!r:.80}")
+            return
         if op != P.DRIVE:
             return
         if "inputs" not in args:
@@ -316,37 +388,96 @@ class RigServer:
         if seed is not None and not (type(seed) is int and 0 <= seed < 2**64):
             raise ProtocolError(P.BAD_REQUEST, f"args.seed must be nil or an int in 0..2**64-1, got {seed!r:.80}")
 
-    def _dispatch(self, envelope: list, rid: str, op: str, rig: str | None, args: dict) -> None:
+    def _dispatch(self, envelope: list, rid: str, op: str, rig: str | None, args: dict, owner: tuple) -> None:
         if op == P.HELLO:
             result = {"protocol": P.VERSION, "server": self.name, "rigs": sorted(self._workers)}
             return self._send(envelope, P.encode(P.reply_ok(rid, result)))
         if op == P.PING:
             return self._send(envelope, P.encode(P.reply_ok(rid, {"time_s": time.time()})))
+        if op in (P.LOCK, P.UNLOCK, P.STATUS):
+            return self._lease_op(envelope, rid, op, rig, args, owner)
+        if op == P.DRIVE:
+            lease = self._leases.leases.get(rig)
+            if lease is not None:
+                if lease.expires <= time.monotonic():
+                    self._expire_leases()
+                elif lease.owner != owner:
+                    return self._error(envelope, rid, P.BUSY, f"rig '{rig}' is locked by {lease.holder} for "
+                                       f"{lease.left_s():.1f} s more; wait or ask them to unlock it", rig)
+            user = owner[0] or "anonymous"
+            self._users[rig][user] += 1
+            if self._curve and log.isEnabledFor(logging.INFO):
+                log.info("drive %s on rig %s by %s", rid, rig, user)
         worker = self._workers[rig]
         if self.inline and worker.waiting == 0 and worker.fast(args):
             # Fast path: an idle rig whose drives of this size take well under a millisecond is
             # driven on this thread, saving two thread hand-offs (see RigWorker.fast).
             self._stats["inline"] += 1
-            code, frames = worker.execute(rid, op, args)
-            return self._finish(rid, op, rig, code, frames, [envelope])
+            code, frames, fault = worker.execute(rid, op, args)
+            return self._finish(rid, op, rig, code, frames, [envelope], fault)
         if worker.waiting >= self.queue_size:
             return self._error(envelope, rid, P.BUSY, f"rig '{rig}' has {worker.waiting} requests waiting; "
-                                                      "retry later with a fresh id")
+                                                      "retry later with a fresh id", rig)
         worker.waiting += 1
         self._pending[rid] = {"op": op, "rig": rig, "envelopes": [envelope]}
         worker.jobs.put((rid, op, args))
 
+    def _lease_op(self, envelope: list, rid: str, op: str, rig: str | None, args: dict, owner: tuple) -> None:
+        if op == P.STATUS:
+            st = self.status()
+            if rig is not None:
+                st = {**st, "rigs": {rig: st["rigs"][rig]}}
+            return self._send(envelope, P.encode(P.reply_ok(rid, st)))
+        if op == P.LOCK:
+            holder = owner[0] or args.get("holder") or "anonymous"
+            if owner[0] and args.get("holder"):
+                holder = f"{owner[0]} ({args['holder']})"
+            ok, lease = self._leases.acquire(rig, owner, holder, float(args["lease_s"]))
+        else:
+            ok, lease = self._leases.release(rig, owner)
+            if lease is None:
+                return self._send(envelope, P.encode(P.reply_ok(rid, {"released": ok})))
+        if not ok:
+            return self._error(envelope, rid, P.BUSY, f"rig '{rig}' is locked by {lease.holder} for "
+                               f"{lease.left_s():.1f} s more; wait or ask them to unlock it", rig)
+        log.info("rig %s locked by %s for %.3g s", rig, lease.holder, lease.left_s())
+        self._send(envelope, P.encode(P.reply_ok(rid, {"holder": lease.holder, "lease_left_s": lease.left_s()})))
+
+    def _expire_leases(self) -> None:
+        """Free leases that ran out and make their rigs safe (on the rig's worker, in order)."""
+        for rig, lease in self._leases.expire():
+            log.warning("lease of rig %s held by %s ran out; the rig is free and made safe", rig, lease.holder)
+            self._stats["leases_expired"] += 1
+            worker = self._workers[rig]
+            worker.waiting += 1
+            rid = f"{SAFE_OP}{uuid.uuid4().hex}"
+            self._pending[rid] = {"op": SAFE_OP, "rig": rig, "envelopes": []}
+            worker.jobs.put((rid, SAFE_OP, {}))
+
     def _on_result(self, msg: list) -> None:
-        rid, code, frames = msg[0].bytes.decode(), msg[1].bytes.decode(), msg[2:]
+        rid, code, fault, frames = msg[0].bytes.decode(), msg[1].bytes.decode(), msg[2].bytes.decode(), msg[3:]
         entry = self._pending.pop(rid, None)
         if entry is None:
             return
         self._workers[entry["rig"]].waiting -= 1
-        self._finish(rid, entry["op"], entry["rig"], code, frames, entry["envelopes"])
+        if entry["op"] != SAFE_OP:
+            self._finish(rid, entry["op"], entry["rig"], code, frames, entry["envelopes"], fault)
 
-    def _finish(self, rid: str, op: str, rig: str, code: str, frames: list, envelopes: list) -> None:
+    def _finish(self, rid: str, op: str, rig: str, code: str, frames: list, envelopes: list, fault: str = "") -> None:
         if code:
             self._errors[code] += 1
+            self._rig_errors[rig][code] += 1
         self._cache.put(rid, (op, rig), frames)
+        if fault:  # injected by the rig's bridge_fault_hook (emulator/faults.py); the cache keeps the truth
+            self._stats[f"fault_{fault}"] += 1
+            if fault == "drop":
+                return
+            frames = corrupt(frames)
         for envelope in envelopes:
             self._send(envelope, frames)
+
+
+def corrupt(frames: list) -> list:
+    """A damaged copy of reply frames that any client's decode refuses (header cut short)."""
+    head = bytes(frames[0])
+    return [head[: max(1, len(head) // 2)], *frames[1:]]

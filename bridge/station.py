@@ -13,7 +13,12 @@ A station is a TOML file::
 Each ``[rigs.NAME]`` table becomes ``Backend(name=NAME, **params)``, wrapped by
 ``bridge.limits.guard(rig, limits)``. bridge reserves the keys ``backend`` and
 ``limits``. Top-level tables other than ``rigs`` are kept for the server
-(``server``, ``security``) and anything else is refused. Without a file the
+(``server``, ``security``) and anything else is refused:
+
+- ``[security]``: CurveZMQ keys and the plain-transport policy (:mod:`bridge.auth`);
+- ``[server]``: ``RigServer`` settings ``queue_size``, ``cache_size``,
+  ``cache_age_s``, ``cache_bytes``, ``max_message_bytes``, ``max_lease_s``,
+  ``heartbeat_s`` (see :func:`server_options`). Without a file the
 built-in station serves the emulated ``nra`` (``physics.nra``) and ``asvi``
 (``physics.asvi``) rigs.
 
@@ -206,11 +211,37 @@ def _close(rig: Any) -> None:
             pass
 
 
+SERVER_KEYS = {"queue_size": int, "cache_size": int, "cache_age_s": float, "cache_bytes": int,
+               "max_message_bytes": int, "max_lease_s": float, "heartbeat_s": float}
+
+
+def server_options(station: Station) -> dict[str, Any]:
+    """``RigServer`` keyword arguments from the station's ``[server]`` and ``[security]`` tables."""
+    from .auth import Security
+    where = station.path or "station"
+    table = station.settings.get("server") or {}
+    if not isinstance(table, dict):
+        raise StationError(f"{where}: [server] must be a table of {sorted(SERVER_KEYS)}")
+    opts: dict[str, Any] = {}
+    for key, value in table.items():
+        kind = SERVER_KEYS.get(key)
+        if kind is None:
+            raise StationError(f"{where}: [server] has unknown key {key!r}; it takes {sorted(SERVER_KEYS)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 \
+                or (kind is int and not isinstance(value, int)):
+            raise StationError(f"{where}: [server] {key} must be a non-negative {kind.__name__}, got {value!r}")
+        opts[key] = kind(value)
+    base = Path(station.path).parent if station.path else None
+    opts["security"] = Security.from_settings(station.settings, base)
+    return opts
+
+
 def serve(path_or_station: str | Path | Station | None, bind: str | list[str], **server_kw: Any):
     """Build the station's rigs and return a started :class:`bridge.server.RigServer`."""
     from .server import RigServer
     station = (path_or_station if isinstance(path_or_station, Station)
                else load_station(path_or_station))
+    server_kw = {**server_options(station), **server_kw}
     rigs = build_rigs(station)
     try:
         server = RigServer(rigs, bind, **server_kw)

@@ -4,8 +4,15 @@
   It validates inputs against the rig's description (``bridge.rig.check_inputs``)
   before the rig sees them, maps exceptions to error codes (``RigError`` ->
   its code, ``TimeoutError`` -> ``TIMEOUT``, anything else -> ``RIG_FAULT``),
-  checks the result's shapes, and sends ``[id, code, header, bufs...]`` to the
-  server's loop over an inproc PUSH socket it owns.
+  checks the result's shapes, and sends ``[id, code, fault, header, bufs...]`` to
+  the server's loop over an inproc PUSH socket it owns.
+- Fault injection hook: a rig (or the rig a ``GuardedRig`` wraps) may have a
+  method ``bridge_fault_hook(op) -> str | None``, called after each ``describe``
+  or ``drive`` it executed. It returns ``None`` (reply normally), ``"drop"``
+  (keep the reply in the cache but do not send it) or ``"corrupt"`` (send a
+  damaged copy; the cache keeps the good one), so a retry with the same id gets
+  the true reply without a second drive. ``emulator/faults.py`` implements it;
+  bridge never imports the emulator.
 - :class:`ReplyCache` keeps reply frames by request id, bounded by count, age
   (seconds) and total bytes.
 """
@@ -30,6 +37,8 @@ log = logging.getLogger("bridge.server")
 
 _F8 = np.dtype("<f8")
 
+SAFE_OP = "#safe"   # internal job: make the rig safe (lease ran out); never a wire op
+FAULTS = ("", "drop", "corrupt")
 INLINE_S = 0.5e-3   # requests predicted to take less wall time run on the server's loop thread
 LEARN_RUNS = 3      # timed runs on the worker thread before a rig may take the fast path
 
@@ -92,6 +101,8 @@ class RigWorker(threading.Thread):
         self.runs = 0
         self.inline_ok = (description.get("emulated") is not False
                           and getattr(rig, "bridge_inline", True) is not False)
+        hook = getattr(rig, "bridge_fault_hook", None)
+        self.fault_hook = hook if callable(hook) else None
 
     def run(self) -> None:
         push = self.server.context.socket(zmq.PUSH)
@@ -104,9 +115,9 @@ class RigWorker(threading.Thread):
                 if job is None:
                     break
                 rid, op, args = job
-                code, frames = self.execute(rid, op, args)
+                code, frames, fault = self.execute(rid, op, args)
                 try:
-                    P.send_frames(push, [rid.encode(), code.encode(), *frames])
+                    P.send_frames(push, [rid.encode(), code.encode(), fault.encode(), *frames])
                 except zmq.ZMQError:  # loop gone (shutdown): nobody to answer
                     pass
         finally:
@@ -129,15 +140,27 @@ class RigWorker(threading.Thread):
         n = x.size if isinstance(x, np.ndarray) else 1
         return self.rate_s * max(n, 1) < INLINE_S
 
-    def execute(self, rid: str, op: str, args: dict) -> tuple[str, list]:
-        """Run one request; (error code or "", reply frames). Times it for :meth:`fast`."""
+    def execute(self, rid: str, op: str, args: dict) -> tuple[str, list, str]:
+        """Run one request; (error code or "", reply frames, fault). Times it for :meth:`fast`."""
+        if op == SAFE_OP:
+            make_safe(self.rig_name, self.rig, close=False)
+            return "", [], ""
         t0 = time.perf_counter()
-        out = self._execute(rid, op, args)
+        code, frames = self._execute(rid, op, args)
         x = args.get("inputs")
         rate = (time.perf_counter() - t0) / max(x.size if isinstance(x, np.ndarray) else 1, 1)
         self.runs += 1
         self.rate_s = rate if self.rate_s is None else max(rate, 0.9 * self.rate_s)
-        return out
+        fault = ""
+        if self.fault_hook is not None:
+            try:
+                fault = self.fault_hook(op) or ""
+            except Exception:
+                log.exception("rig %s: bridge_fault_hook failed", self.rig_name)
+            if fault not in FAULTS:
+                log.warning("rig %s: bridge_fault_hook returned %r, not one of %s", self.rig_name, fault, FAULTS)
+                fault = ""
+        return code, frames, fault
 
     def _execute(self, rid: str, op: str, args: dict) -> tuple[str, list]:
         try:
@@ -209,8 +232,9 @@ def validate_inputs(x: Any, description: dict) -> np.ndarray:
     return check_inputs(x, description)
 
 
-def make_safe(name: str, rig: Any) -> None:
-    for method in ("make_safe", "close"):
+def make_safe(name: str, rig: Any, close: bool = True) -> None:
+    """Call the rig's ``make_safe()`` and (``close``) ``close()`` if it has them; log failures."""
+    for method in ("make_safe", "close") if close else ("make_safe",):
         fn = getattr(rig, method, None)
         if callable(fn):
             try:

@@ -63,13 +63,19 @@ def register(sub) -> None:
 
 def _serve(args) -> int:
     from bridge.server import RigServer
-    from bridge.station import build_rigs, load_station
+    from bridge.station import build_rigs, load_station, server_options
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     station = load_station(args.station)
+    options = server_options(station)   # [server] and [security]: refuses open network binds
     rigs = build_rigs(station)
-    server = RigServer(rigs, args.bind or [DEFAULT_BIND])
+    try:
+        server = RigServer(rigs, args.bind or [DEFAULT_BIND], **options)
+    except BaseException:
+        for rig in rigs.values():
+            getattr(rig, "close", lambda: None)()
+        raise
     print(f"serving {', '.join(rigs)} ({station.path or 'built-in station'}) on {', '.join(server.endpoints)}; "
           "Ctrl-C or SIGTERM stops", flush=True)
     try:
