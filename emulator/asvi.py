@@ -85,6 +85,7 @@ class ASVIRig(EmulatedRig):
 
     def __init__(self, name: str = "asvi", *, seed: int | None = None, sample_seed: int = 0,
                  clock: str = "virtual", speed: float = 1.0, timing: dict | None = None,
+                 faults: dict | None = None,
                  n_bins: int = 32, units: int = 4000, field_angle_deg: float = 45.0,
                  thin_hc_oe: float = 125.0, thin_hc_spread_oe: float = 11.0,
                  wide_hc_oe: float = 100.0, wide_hc_spread_oe: float = 11.0,
@@ -97,7 +98,7 @@ class ASVIRig(EmulatedRig):
                  thin_hwhm_ghz: float = 0.2, wide_hwhm_ghz: float = 0.25, vortex_hwhm_ghz: float = 0.35,
                  f_min_ghz: float = 3.0, f_max_ghz: float = 9.0, n_channels: int = 60,
                  noise_uv: float = 0.0097, noise_lag1: float = 0.065, noise_tilt: float = 0.1):
-        super().__init__(name, seed=seed, sample_seed=sample_seed, clock=clock, speed=speed)
+        super().__init__(name, seed=seed, sample_seed=sample_seed, clock=clock, speed=speed, faults=faults)
         self.timing: ASVITiming = make_timing(ASVITiming, timing)
         self.n_bins = as_int("n_bins", n_bins, lo=1, hi=4096)
         self.units = as_int("units", units, lo=self.n_bins)

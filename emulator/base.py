@@ -8,6 +8,9 @@ A state is a dict of arrays with a leading batch axis B; its ``"obs"`` entry
 :class:`EmulatedRig` handles validation (:func:`bridge.rig.check_inputs`),
 seeds, ``reset=False`` continuation and the simpy timeline.
 
+Faults: ``faults`` (a station table, see :mod:`emulator.faults`) makes the rig
+drop, delay, damage or fail drives, or crash its server, for reliability tests.
+
 Seeds: ``sample_seed`` fixes the quenched disorder (which physical sample this
 is: two rigs with the same ``sample_seed`` are the same device). ``seed`` starts
 the rig's own noise stream, used by drives called with ``seed=None`` (fresh noise
@@ -65,7 +68,8 @@ class EmulatedRig:
     kind = "emulated"
     backend = "physics"
 
-    def __init__(self, name: str, *, seed: int | None, sample_seed: int, clock: str, speed: float):
+    def __init__(self, name: str, *, seed: int | None, sample_seed: int, clock: str, speed: float,
+                 faults: dict | None = None):
         if not isinstance(name, str) or not name:
             raise ConfigError(f"name must be a non-empty string, got {name!r}")
         self.name = name
@@ -74,6 +78,10 @@ class EmulatedRig:
         self.timeline = Timeline(clock, speed)
         self._rng = make_rng(self.seed)
         self._state = None          # the device's state after the last drive (batch of B)
+        from .faults import make_injector
+        self.faults = make_injector(faults, name)
+        if self.faults is not None:  # the server consults it after each request (bridge.worker)
+            self.bridge_fault_hook = self.faults.hook
 
     # ---- hooks for subclasses -------------------------------------------------------------
     def _describe_extra(self) -> dict[str, Any]:
@@ -107,6 +115,8 @@ class EmulatedRig:
         Returns outputs ``(B, T, n_out)``, initial ``(B, n_out)``, instrument_s.
         """
         x = check_inputs(inputs, self.describe())
+        if self.faults is not None:
+            self.faults.before_drive()
         if not isinstance(reset, (bool, np.bool_)):
             raise BadInput(f"reset must be true or false, got {reset!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))

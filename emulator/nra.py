@@ -107,9 +107,11 @@ class NRARig(EmulatedRig):
 
     def __init__(self, name: str = "nra", *, seed: int | None = None, sample_seed: int = 0,
                  clock: str = "virtual", speed: float = 1.0, timing: dict | None = None,
+                 faults: dict | None = None,
                  rows: int = 25, cols: int = 25, avalanche_rings: int = 8, n_classes: int = 5,
                  tau0_s: float = 1e-10, e0_j: float = 2.6e-19, temperature_k: float = 293.0,
-                 h0_oe: float = 55.0, h0_spread_oe: float = 1.0, alpha: float = 1.5,
+                 h0_oe: float = 55.0, h0_spread_oe: float = 1.0, depin_spread_oe: float = 0.0,
+                 depin_quadrature: int = 15, alpha: float = 1.5,
                  double_dw_factor: float = 0.81, field_gain: float = 1.0,
                  ticks_per_rotation: int = 64, nucleation: float = 0.35,
                  nucleation_oe: float = 28.0, nucleation_spread_oe: float = 4.0,
@@ -119,7 +121,7 @@ class NRARig(EmulatedRig):
                  drift_tau_min_s: float = 0.1, drift_tau_max_s: float = 1000.0,
                  reset_field_oe: float = 80.0, reset_settle_oe: float = 80.0,
                  reset_vortex_p: float = 0.1, n_out: int = 1, input_max_oe: float = 80.0):
-        super().__init__(name, seed=seed, sample_seed=sample_seed, clock=clock, speed=speed)
+        super().__init__(name, seed=seed, sample_seed=sample_seed, clock=clock, speed=speed, faults=faults)
         self.timing: NRATiming = make_timing(NRATiming, timing)
         self.rows, self.cols = as_int("rows", rows, lo=2, hi=1000), as_int("cols", cols, lo=2, hi=1000)
         n_rings = self.rows * self.cols
@@ -131,6 +133,8 @@ class NRARig(EmulatedRig):
         self.temperature_k = as_float("temperature_k", temperature_k, lo=0, lo_open=True)
         self.h0_oe = as_float("h0_oe", h0_oe, lo=0, lo_open=True)
         self.h0_spread_oe = as_float("h0_spread_oe", h0_spread_oe, lo=0)
+        self.depin_spread_oe = as_float("depin_spread_oe", depin_spread_oe, lo=0)
+        self.depin_quadrature = as_int("depin_quadrature", depin_quadrature, lo=1, hi=64)
         self.alpha = as_float("alpha", alpha, lo=0, lo_open=True)
         self.double_dw_factor = as_float("double_dw_factor", double_dw_factor, lo=0, hi=1, lo_open=True)
         self.field_gain = as_float("field_gain", field_gain, lo=0, lo_open=True)
@@ -172,18 +176,25 @@ class NRARig(EmulatedRig):
         self.grid_step_oe = 0.02
         h_top = max(self.input_max_oe, self.reset_field_oe, self.reset_settle_oe)
         self.grid_oe = np.arange(0.0, h_top + 2 * self.grid_step_oe, self.grid_step_oe)
+        # thermal switching probability over one rotation as a function of x = H / H0 alone
         theta = 2 * np.pi * (np.arange(self.ticks) + 0.5) / self.ticks
         dt_tick = self.timing.step_s / self.ticks
         kT = K_B * self.temperature_k
-        h_eff = self.field_gain * self.grid_oe[:, None] * np.abs(np.sin(theta))[None, :]   # (G, ticks)
+        x_grid = np.linspace(0.0, 1.05, 4201)
+        xe = x_grid[:, None] * np.abs(np.sin(theta))[None, :]                # (X, ticks)
+        # annealed (per-event) depinning field: Gauss-Hermite quadrature over N(H0_c, depin_spread)
+        nodes, weights = np.polynomial.hermite_e.hermegauss(self.depin_quadrature)
+        weights = weights / weights.sum()
         tables = []
         for factor in (1.0, self.double_dw_factor):                 # single, double DW junctions
-            per_class = []
-            for h0c in self.class_h0_oe:
-                barrier = factor * self.e0_j * np.clip(1 - h_eff / (factor * h0c), 0, None) ** self.alpha
-                rate = np.exp(-barrier / kT) / self.tau0_s
-                per_class.append(-np.expm1(-dt_tick * rate.sum(axis=1)))
-            tables.append(np.stack(per_class, axis=1))                # (G, C)
+            barrier = factor * self.e0_j * np.clip(1 - xe, 0, None) ** self.alpha
+            p_x = -np.expm1(-dt_tick * (np.exp(-barrier / kT) / self.tau0_s).sum(axis=1))   # (X,)
+            h0_events = factor * (self.class_h0_oe[None, :, None] + self.depin_spread_oe
+                                  * nodes[None, None, :])            # (1, C, Q) Oe
+            h0_events = np.maximum(h0_events, 1e-3)
+            ratio = self.field_gain * self.grid_oe[:, None, None] / h0_events      # (G, C, Q)
+            p = np.interp(ratio, x_grid, p_x, right=1.0)
+            tables.append(p @ weights)                                # (G, C)
         self._p_single, self._p_double = tables
         self._k_nuc = self.nucleation * ndtr((self.grid_oe - self.nucleation_oe)
                                              / self.nucleation_spread_oe)
