@@ -32,7 +32,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .io import write_bytes_atomic, write_json_atomic
-from .runcache import StageCache
+from .runcache import StageCache, code_digest
 from .scenario import Scenario, dump_toml, load_scenario
 
 
@@ -121,7 +121,9 @@ class Runner:
         self.results["rigs"][sc.rig_name(kind)] = {"kind": kind, "rig": sc.rig_name(kind), "describe": desc}
         kw = sc.collect.for_kind(kind)
         with self.timed(f"collect.{kind}"):
-            d, done = self.cache.lookup(f"collect-{kind}", {"rig": ident, "collect": kw, "seed": self.seed})
+            d, done = self.cache.lookup(f"collect-{kind}", {
+                "rig": ident, "collect": kw, "seed": self.seed,
+                "code": code_digest("nado.collect", "nado.active_range", "nado.datastore", "nado.dataset")})
             if not done:
                 from .collect import collect
                 collect(client, d / "data.h5", seed=self.seed, progress=self.progress, **kw)
@@ -142,8 +144,9 @@ class Runner:
         self.twins[kind] = self.fit_twins(kind, train, d.name)
         with self.timed(f"twin_report.{kind}"):
             from .twin_report import write_report as twin_write_report
-            rd, rdone = self.cache.lookup(f"twinreport-{kind}", {"ode": self.keys[f"ode.{kind}"],
-                                                                "sde": self.keys[f"sde.{kind}"]})
+            rd, rdone = self.cache.lookup(f"twinreport-{kind}", {
+                "ode": self.keys[f"ode.{kind}"], "sde": self.keys[f"sde.{kind}"],
+                "code": code_digest("nado.twin_report", "nado.twin_metrics", "nado.twin_figures")})
             if not rdone:
                 twin_write_report(self.twins[kind], ds, rd, seed=self.seed)
                 self.cache.finish(rd)
@@ -167,7 +170,8 @@ class Runner:
         out, hist = {}, {}
         with self.timed(f"twin_ode.{kind}"):
             d, done = self.cache.lookup(f"ode-{kind}", {"data": data_key, "arch": ode_arch,
-                                                       "fit": sc.twins.ode, "seed": self.seed})
+                                                       "fit": sc.twins.ode, "seed": self.seed,
+                                                       "code": code_digest("nado.twin")})
             if not done:
                 twin, h = fit_ode(train, config_from_dataset(train, "ode", **ode_arch), seed=self.seed,
                                   progress=self.progress, **sc.twins.ode)
@@ -179,7 +183,8 @@ class Runner:
             self.keys[f"ode.{kind}"] = d.name
         with self.timed(f"twin_sde.{kind}"):
             d, done = self.cache.lookup(f"sde-{kind}", {"ode": self.keys[f"ode.{kind}"], "arch": sde_arch,
-                                                       "fit": sc.twins.sde, "seed": self.seed})
+                                                       "fit": sc.twins.sde, "seed": self.seed,
+                                                       "code": code_digest("nado.twin")})
             if not done:
                 oc = out["ode"].config
                 cfg = config_from_dataset(train, "sde", **{**sde_arch, "n_delay": oc.n_delay,

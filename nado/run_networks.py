@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .io import write_json_atomic
+from .runcache import code_digest
 
 TRAIN_DROP = ("progress",)
 
@@ -78,7 +79,8 @@ def _train_net(runner, name: str, cond, twins, twin_keys, cfg, *, cascade_client
     """Train (or load) a network of twins; ``cascade_clients`` switches to cascade learning."""
     from .network import train_network
     inputs = {"variant": name, "condition": cond.name, "task": runner.keys["task"],
-              "train": _cfg_dict(cfg), "twins": twin_keys, "seed": runner.seed}
+              "train": _cfg_dict(cfg), "twins": twin_keys, "seed": runner.seed,
+              "code": code_digest("nado.network")}
     if cascade_clients is not None:
         inputs["rigs"] = [c.describe() for c in cascade_clients]
     d, done = runner.cache.lookup(f"train-{name}", inputs)
@@ -124,7 +126,7 @@ def _transfer(runner, name, cond, net, cfg, train_key, clients_by_layer, layers,
     """Sim and transfer metrics of ``net`` over every test masking (cached)."""
     from .network.transfer import transfer_metrics
     inputs = {"train": train_key, "rigs": _rig_ident(runner, layers), "maskings": len(cond.test_sets),
-              "seed": runner.seed}
+              "seed": runner.seed, "code": code_digest("nado.network")}
     d, done = runner.cache.lookup(f"transfer-{name}", inputs)
     if not done:
         sims, trs, drives, inst = [], [], [], 0.0
@@ -190,7 +192,7 @@ def _reservoir(runner, name, cond, sde_net, cfg, sde_key, clients, layers) -> di
     single = name == "rc1"
     rig_layers = [layers[0]] if single else list(layers)
     inputs = {"sde": sde_key, "single": single, "rigs": _rig_ident(runner, rig_layers),
-              "maskings": len(cond.test_sets), "seed": runner.seed}
+              "maskings": len(cond.test_sets), "seed": runner.seed, "code": code_digest("nado.network")}
     d, done = runner.cache.lookup(f"baseline-{name}", inputs)
     if not done:
         per = [reservoir_baseline(sde_net, cond.with_test(m), cfg, single_layer=single,
@@ -209,7 +211,7 @@ def _software(runner, name, kind, cond, cfg) -> dict[str, Any]:
     from .network import evaluate, train_software
     from .network import as_task_data
     inputs = {"variant": name, "condition": cond.name, "task": runner.keys["task"],
-              "train": _cfg_dict(cfg), "seed": runner.seed}
+              "train": _cfg_dict(cfg), "seed": runner.seed, "code": code_digest("nado.network")}
     d, done = runner.cache.lookup(f"software-{name}", inputs)
     if not done:
         net, hist = train_software(cond.data, cfg, kind=kind, seed=runner.seed)

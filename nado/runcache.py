@@ -2,8 +2,8 @@
 
 A stage's key is the SHA-256 of the canonical JSON of ``{stage, inputs, version}``
 where ``inputs`` holds everything the stage's result depends on: its settings,
-its seed and the keys of the stages it consumes (so a change upstream changes
-every key downstream). A folder ``CACHE/STAGE-KEY/`` is valid once its
+its seed, the keys of the stages it consumes (so a change upstream changes
+every key downstream) and a digest of the source code it runs (:func:`code_digest`). A folder ``CACHE/STAGE-KEY/`` is valid once its
 ``DONE`` marker exists (written last, atomically); an interrupted stage leaves
 no marker and is redone. ``fresh=True`` ignores and replaces existing folders.
 """
@@ -25,6 +25,24 @@ def stage_key(stage: str, inputs: Any) -> str:
     blob = json.dumps({"stage": stage, "inputs": inputs, "version": CACHE_VERSION},
                       sort_keys=True, default=_default, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def code_digest(*modules: str) -> str:
+    """SHA-256 (16 hex digits) of the source files of ``modules`` (a package counts all its .py
+    files): part of a stage's inputs, so a stage is redone when the code it runs changes."""
+    import importlib.util
+    h = hashlib.sha256()
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            h.update(f"missing:{name}".encode())
+            continue
+        origin = Path(spec.origin)
+        files = sorted(origin.parent.rglob("*.py")) if spec.submodule_search_locations else [origin]
+        for f in files:
+            h.update(str(f.relative_to(origin.parent)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _default(obj: Any) -> Any:

@@ -183,3 +183,16 @@ def test_rigs_started_from_a_station_file_or_attached(tmp_path):
     with pytest.raises(ConfigError, match="station.path"):
         with open_rigs(load_scenario(f)):
             pass
+
+
+def test_code_digest_follows_the_source(tmp_path, monkeypatch):
+    from nado.runcache import code_digest
+    pkg = tmp_path / "fakestage"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("X = 1\n")
+    (pkg / "fit.py").write_text("def fit(): return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    first = code_digest("fakestage")
+    assert code_digest("fakestage") == first
+    (pkg / "fit.py").write_text("def fit(): return 2\n")
+    assert code_digest("fakestage") != first
