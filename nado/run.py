@@ -7,7 +7,8 @@ Stages, in order (each cached by a hash of its inputs, see :mod:`nado.runcache`)
    ``ipc://`` or ``inproc://`` endpoint) or attach to ``station.endpoint``; one
    ``bridge.RigClient`` per device kind;
 3. per device kind: active range + dataset (:func:`nado.collect.collect`), the SNR
-   measured on its repeats set (:mod:`nado.snr`), ODE and SDE twins
+   measured on its repeats set (:mod:`nado.snr`), optionally structured hold sequences
+   added to the twins' training data (``[collect] holds``, :mod:`nado.supplement`), ODE and SDE twins
    (:func:`nado.twin.fit_ode`, :func:`nado.twin.fit_sde`, fitted on the dataset's
    train split), twin report on the held-out split (:mod:`nado.twin_report`);
 4. networks per task condition (:mod:`nado.run_networks`): the variants trained on
@@ -141,7 +142,11 @@ class Runner:
         self.results["instrument_s"][f"collect.{kind}"] = rig["instrument_s"]
         self.log(f"  {kind}: SNR {rig['snr']:.2f}, active range {rig['active_range']}")
         train = split_dataset(ds, seed=0)["train"]
-        self.twins[kind] = self.fit_twins(kind, train, d.name)
+        data_key = d.name
+        hk = sc.collect.holds_for(kind)
+        if hk["holds"] > 0:
+            train, data_key = self.holds_stage(kind, client, ds, train, data_key, hk)
+        self.twins[kind] = self.fit_twins(kind, train, data_key)
         with self.timed(f"twin_report.{kind}"):
             from .twin_report import write_report as twin_write_report
             rd, rdone = self.cache.lookup(f"twinreport-{kind}", {
@@ -158,6 +163,24 @@ class Runner:
         if kind == primary_kind(sc):
             for k in ("ode", "sde"):
                 self.results["twins"][k] = {**metrics.get(k, {}), "kind": kind}
+
+    def holds_stage(self, kind, client, ds, train, data_key, hk):
+        """Drive the structured supplement (:mod:`nado.supplement`), cached; append it to ``train``."""
+        from .supplement import drive_holds, with_holds
+        with self.timed(f"holds.{kind}"):
+            d, done = self.cache.lookup(f"holds-{kind}", {"data": data_key, "holds": hk, "seed": self.seed,
+                                                         "code": code_digest("nado.supplement")})
+            if not done:
+                h = drive_holds(client, hk["holds"], hk["length"], ds.active_lo, ds.active_hi,
+                                hold_max=hk["hold_max"], batch=hk["batch"], seed=self.seed)
+                np.savez(d / "holds.npz", inputs=h["inputs"], outputs=h["outputs"], initial=h["initial"],
+                         instrument_s=h["instrument_s"])
+                self.cache.finish(d)
+            with np.load(d / "holds.npz") as z:
+                h = {k: z[k] for k in z.files}
+        self.results["instrument_s"][f"holds.{kind}"] = float(h["instrument_s"])
+        self.results["rigs"][self.sc.rig_name(kind)]["holds"] = {**hk, "cached": done}
+        return with_holds(train, h), d.name
 
     def fit_twins(self, kind: str, train, data_key: str) -> dict[str, Any]:
         """ODE then SDE twin for ``kind`` (cached); returns ``{"ode": Twin, "sde": Twin}``."""

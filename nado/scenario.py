@@ -7,7 +7,9 @@ Sections (every key optional unless marked; defaults in the dataclasses below)::
                endpoint = "tcp://host:port" (attach to a running server instead)
                bind = "ipc" | "inproc" (how an in-process station is served), timeout_s
     [rigs]     device kind -> rig name in the station, e.g. nra = "nra", asvi = "asvi"
-    [collect]  sequences, length, repeats = [M, R], resets, batch, mode, reset_prob
+    [collect]  sequences, length, repeats = [M, R], resets, batch, mode, reset_prob;
+               holds, hold_max: extra twin-training sequences of held and extreme inputs
+               (nado.supplement; 0 = the paper's uniform sequences only)
                [collect.active_range] KIND = [lo, hi]   (skip the sweep)
                [collect.KIND] the same keys, for one device kind
     [twins]    architecture keys of nado.twin.TwinConfig (n_delay, n_aux, width, depth, method,
@@ -144,7 +146,7 @@ def resolved_tables(sc: Scenario) -> dict[str, Any]:
     """Every section with its defaults filled in (JSON/TOML-able)."""
     c = sc.collect
     collect = {k: getattr(c, k) for k in ("sequences", "length", "repeats", "resets", "batch", "mode",
-                                          "reset_prob")}
+                                          "reset_prob", "holds", "hold_max")}
     collect["repeats"] = list(collect["repeats"])
     if c.active_range:
         collect["active_range"] = {k: list(v) for k, v in c.active_range.items()}

@@ -58,6 +58,8 @@ class CollectSection:
     batch: int = 500
     mode: str = "sequences"
     reset_prob: float = 0.02
+    holds: int = 0        # extra dynamics sequences of held / extreme inputs (nado.supplement)
+    hold_max: int = 8     # longest hold, steps
     active_range: dict = field(default_factory=dict)  # kind -> (lo, hi)
     per_kind: dict = field(default_factory=dict)      # kind -> {key: value}
 
@@ -65,11 +67,16 @@ class CollectSection:
         """The collect keyword arguments for one device kind."""
         base = {k: getattr(self, k) for k in ("sequences", "length", "repeats", "resets", "batch",
                                               "mode", "reset_prob")}
-        base.update(self.per_kind.get(kind, {}))
+        base.update({k: v for k, v in self.per_kind.get(kind, {}).items() if k in base})
         base["repeats"] = tuple(int(v) for v in base["repeats"])
         ar = self.active_range.get(kind)
         base["active_range"] = None if ar is None else tuple(float(v) for v in ar)
         return base
+
+    def holds_for(self, kind: str) -> dict[str, int]:
+        """``{holds, hold_max, length, batch}`` of the structured supplement for one kind."""
+        own = self.per_kind.get(kind, {})
+        return {k: int(own.get(k, getattr(self, k))) for k in ("holds", "hold_max", "length", "batch")}
 
 
 @dataclass(frozen=True)
@@ -204,13 +211,14 @@ def _station(t: dict) -> StationSection:
 
 
 def _collect_values(t: dict, where: str) -> dict:
-    keys = ("sequences", "length", "repeats", "resets", "batch", "mode", "reset_prob")
+    keys = ("sequences", "length", "repeats", "resets", "batch", "mode", "reset_prob", "holds",
+            "hold_max")
     out: dict[str, Any] = {}
     for k, v in t.items():
         key = f"{where}.{k}"
-        if k in ("sequences", "resets"):
+        if k in ("sequences", "resets", "holds"):
             out[k] = _int(v, key, 0)
-        elif k in ("length", "batch"):
+        elif k in ("length", "batch", "hold_max"):
             out[k] = _int(v, key, 1)
         elif k == "repeats":
             if not (isinstance(v, list) and len(v) == 2):
