@@ -59,7 +59,7 @@ class TwinConfig:
     n_reset: int = 1
     tau0: float = 0.6
     tau_ratio: float = 0.7
-    delays: str = "shift"
+    delays: str = "learned"
 
     def __post_init__(self) -> None:
         def bad(key: str, why: str) -> ConfigError:
