@@ -8,11 +8,15 @@ inside. Vectorised over the B experiments of a drive; one Python iteration per
 input step.
 
 **Units.** The array's ``rows x cols`` rings (default 25 x 25 = 625) switch in
-correlated avalanches of ``avalanche_rings`` rings (default 5), so the model
-tracks ``U = 625 / 5 = 125`` switching units. Each unit is an *onion* ring pair
-(two DWs pinned at junctions) or a *vortex* (no DWs). Units fall into
-``n_classes`` quenched classes by their junctions' depinning field
-``H0 ~ N(55 Oe, 1 Oe)`` (drawn once per sample from ``sample_seed``).
+correlated avalanches of ``avalanche_rings`` rings (default 8), so the model
+tracks ``U = 625 // 8 = 78`` switching units. A unit is an *onion* (two DWs
+pinned at junctions) or a *vortex* (no DWs); an onion's DWs sit at the junctions
+*along* the current (AMR weight ``cos^2(junction_angle)`` = 1) or *across* it
+(weight ``sin^2`` = 0): the DW position in the ring is state (RingSim tracks DW
+positions junction by junction). Units fall into ``n_classes`` (16) quenched
+classes by their junctions' depinning field, ``H0 ~ N(h0_oe = 55, h0_spread_oe
+= 3 Oe)`` (drawn once per sample from ``sample_seed``). State per experiment:
+onion counts ``(2, n_classes)`` (along / across); vortices are the rest.
 
 **Depinning (thermal activation, per input step = one rotation).** A DW pinned
 at a junction sees the field component ``H_eff = field_gain * H * |sin(theta)|``
@@ -20,35 +24,63 @@ as the field of amplitude H (the input, Oe) rotates through the angle theta
 relative to the DW (RingSim: ``sin(lag) * Hin``). Over one rotation, split into
 ``ticks_per_rotation`` = 64 ticks of ``dt = step_s / 64``::
 
-    tau(H_eff) = tau0 * exp(dE / kT),  dE = E0 * max(0, 1 - H_eff / H0)^alpha
-    p(H) = 1 - exp(-sum_ticks dt / tau(H_eff))
+    tau(H_eff) = tau0 * exp(dE / kT),  dE = E0 * max(0, 1 - H_eff / h0)^alpha
+    p_th(H; h0) = 1 - exp(-sum_ticks dt / tau(H_eff))
 
-with tau0 = 1e-10 s, E0 = 2.6e-19 J (64 kT at T = 293 K), alpha = 1.5, H0 = 55 Oe
+with tau0 = 1e-10 s, E0 = 2.6e-19 J (64 kT at T = 293 K), alpha = 1.5
 (Dawidek 2021; RingSim defaults). Junctions holding two DWs depin at a lower
-barrier: E0 and H0 scaled by ``double_dw_factor`` = 0.81 (RingSim ``PCE``/``PCH``).
-In mean field a unit's DW sits at a double-DW junction with probability equal to
-the onion fraction f (its neighbour is also an onion aligned by the same field),
-so ``p = f p2(H) + (1 - f) p1(H)``. With field_gain = 1 the double-DW depinning
-window is ~22-26 Oe and the single-DW window ~31-35 Oe: the array is frozen below
-~20 Oe, active from ~20 to ~35 Oe and saturates at high fields (80 Oe).
+barrier: E0 and h0 scaled by ``double_dw_factor`` = 0.81 (RingSim ``PCE``/``PCH``).
 
-**Per step, per class** (binomial draws: the intrinsic noise):
-each onion unit's two DWs depin independently with p: both (p^2) -> the onion
-rotates with the field and re-pins; exactly one (2p(1-p)) -> the moving DW meets
-the pinned one and they annihilate: onion -> vortex; none -> stays pinned.
-Vortex units nucleate back to onions when DWs of neighbouring units sweep
-through their junctions (frustration): ``P_nuc = 1 - exp(-2 z k(H) m)`` with z
-the mean number of neighbours (3.84 for 25 x 25), m the fraction of units whose
-DWs moved this step and a field-assisted efficiency ``k(H) = nucleation *
-Phi((H - nucleation_oe) / nucleation_spread_oe)`` (nucleating a DW pair at a
-frustrated junction needs field; 28 +- 4 Oe is this model's assumption); plus a field-driven vortex -> onion
-transition ``Phi((H - vortex_onion_oe) / vortex_onion_spread_oe)``.
+*Annealed depinning disorder* (new in the 2026-11 revision). Each depinning
+attempt sees its own h0: the DW's internal structure (transverse or vortex wall,
+its chirality) is re-formed at random every time the wall propagates, and each
+structure depins at a different field, so repeated depinning of the *same*
+junction is stochastic over several Oe (Hayward et al., Phys. Rev. B 81,
+020410(R) (2010); Akerman et al., Phys. Rev. B 82, 064426 (2010): Sheffield
+permalloy nanowires, the NRA's group). Modelled as
+``h0 = H0_class + depin_spread_oe * z``, z a standard normal truncated at
++-``depin_cutoff`` (3), averaged by a ``depin_quadrature``-point (25) rule::
 
-**Observable (AMR).** Resistance ``R = r0_ohm - amr_ohm * W``, W the DW weight per
-unit: a pinned onion unit (DWs at the junctions along the current) weighs
-``cos^2(junction_angle)`` = 1, a rotating one ``cos^2(theta)`` (rotation mean 1/2);
-vortices weigh 0. Default output: the lock-in output averaged over the rotation
-(n_out = 1, ohm); ``n_out = 50``: the 50 lock-in samples of the rotation (3.2 kHz).
+    p_class(H) = E_z[ p_th(H; H0_class + depin_spread_oe z) ]
+
+**Assumed values**: ``h0_spread_oe`` = 3 Oe (quenched, 5.5 % of H0: typical
+switching-field distributions of e-beam permalloy elements are 5-10 %) and
+``depin_spread_oe`` = 3 Oe (annealed). These are the broadest values (tried
+3..5 Oe each) that keep the array frozen below ~15 Oe and the active range the
+data engineer's sweep finds at ~15..34 Oe (the documented 20..35 Oe window; with
+5 Oe it starts at ~13 Oe). In mean field a unit's DW sits at a double-DW
+junction with probability equal to the onion fraction f (its neighbour is also
+an onion aligned by the same field), so ``p = f p2(H) + (1 - f) p1(H)`` (a
+positive feedback: the source of history-dependent spread and bifurcations).
+With field_gain = 1 the per-rotation depinning probability (mean over classes)
+rises from 0.01 to 0.99 over 18.2-27.6 Oe at double-DW junctions and 25.8-38.1
+Oe at single-DW ones (pre-revision: 19.7-25.0 and 28.4-34.3 Oe).
+
+**Per step, per class and position** (binomial draws: the intrinsic noise):
+each onion's two DWs depin independently with p: both (p^2) -> the onion
+rotates with the field; exactly one (2p(1-p)) -> the moving DW meets the pinned
+one and they annihilate: onion -> vortex; none -> stays pinned where it was
+(along or across: memory of the DW position). A rotating onion completes the
+turn, ending aligned with the field, which is along the current at the step
+boundary (assumption: every rotation starts at field angle 0), with probability
+``p^turn_junctions`` (it must depin again at each of the ``turn_junctions`` = 3
+further junctions of the turn; p stands in for the per-junction probability,
+an assumption); otherwise it drops out at a random junction: across with
+probability 1/2. Vortex units nucleate back to onions (along or across, 1/2
+each) when DWs of neighbouring units sweep through their junctions
+(frustration): ``P_nuc = 1 - exp(-2 z k(H) m)`` with z the mean number of
+neighbours (3.84 for 25 x 25), m the fraction of units whose DWs moved this step
+and a field-assisted efficiency ``k(H) = nucleation * Phi((H - nucleation_oe) /
+nucleation_spread_oe)`` (nucleating a DW pair at a frustrated junction needs
+field; 28 +- 4 Oe is this model's assumption); plus a field-driven vortex ->
+onion transition ``Phi((H - vortex_onion_oe) / vortex_onion_spread_oe)``.
+
+**Observable (AMR).** Resistance ``R = r0_ohm - amr_ohm * W``, W the DW weight
+per unit: a pinned onion weighs 1 (along) or 0 (across), a rotating one
+``cos^2(theta)`` (rotation mean 1/2), an annihilating one its pinned weight then
+0 (mean (w + 1/2)/4), a nucleating one 1/4; vortices weigh 0. Default output:
+the lock-in output averaged over the rotation (n_out = 1, ohm); ``n_out = 50``:
+the 50 lock-in samples of the rotation (3.2 kHz).
 
 **Noise** (all configurable, ohm): intrinsic binomial switching (above); white
 lock-in readout noise ``readout_noise_ohm`` (std of the rotation mean; in the
@@ -57,30 +89,45 @@ correlation, scaled to the same rotation-mean std); coloured drift ``drift_ohm``
 a 1/f-like OU bank with time constants from ``drift_tau_min_s`` to
 ``drift_tau_max_s`` (two per decade), evolving in instrument time; reset noise.
 
-**Reset** (paper, Methods): ``reset_rotations`` rotation(s) at ``reset_field_oe`` =
-80 Oe (all units onion), then one step at ``reset_settle_oe`` (default 80 Oe, the
-top of the input range); when the field stops, each unit relaxes to a vortex
-with probability ``reset_vortex_p`` (binomial): the initial observable varies.
+**Reset** (paper, Methods: "initialized via a single rotation of magnetic field
+at 80 Oe"; "a strong pulse of magnetic field, saturating the devices. A single
+input corresponding to the maximum allowed input value is then applied"):
+``reset_rotations`` rotation(s) at ``reset_field_oe`` = 80 Oe (every unit an
+onion rotating with the field), then one step at ``reset_settle_oe`` = 35 Oe.
+We read "the maximum allowed input value" as the top of the active range the
+inputs are drawn from (~35 Oe here), not the 80 Oe instrument limit (a second
+saturating rotation would add nothing); this is an interpretation, so it is a
+parameter. When the field stops, each unit relaxes to a vortex with probability
+``reset_vortex_p`` (binomial): the initial observable varies.
 
 **Calibration** (DESIGN.md: per-step SNR between 1.5 and 3 over the active
 range; measured with :func:`emulator.calibrate.measure_snr`, M=64 x R=32 x T=20,
-uniform 20-35 Oe): SNR = 2.25 (2.3-2.4 for other seeds/samples); signal std
-0.31 ohm, noise rms 0.136 ohm. Shares of the noise variance: readout 35 %,
-drift 18 %, reset 9 %, intrinsic switching ~40 % (intrinsic alone: SNR 4.0).
-Lag-1 autocorrelation of the repeat residuals 0.54 (the state and the drift
-persist across steps). Levels were set for that SNR band only.
+uniform 20-35 Oe, after the physics above was fixed; only the noise levels were
+set, to the band): SNR = 2.37 (2.37-2.38 for other seeds/samples); signal std
+0.27 ohm, noise rms 0.114 ohm. Shares of the noise variance: readout 26 %,
+drift 15 %, reset 3 %, intrinsic switching ~55 % (intrinsic alone: SNR 3.6).
+Lag-1 autocorrelation of the repeat residuals 0.61 (the state and the drift
+persist across steps). Pre-revision model (h0_spread 1 Oe, no annealed spread,
+no DW position, 5 classes, readout 0.08, drift 0.06): SNR 2.25, lag-1 0.54.
 
 **Parameters** (keyword, all from the station table): ``seed``, ``sample_seed``,
 ``clock`` ("virtual"|"realtime"), ``speed``, ``timing`` (table of
-:class:`emulator.timing.NRATiming` fields), ``rows``, ``cols``,
-``avalanche_rings`` (8), ``n_classes`` (5), ``tau0_s``, ``e0_j``,
-``temperature_k``, ``h0_oe``, ``h0_spread_oe``, ``alpha``, ``double_dw_factor``,
-``field_gain``, ``ticks_per_rotation``, ``nucleation`` (0.35), ``nucleation_oe``,
-``nucleation_spread_oe``, ``vortex_onion_oe`` (45), ``vortex_onion_spread_oe`` (4),
-``r0_ohm`` (250), ``amr_ohm`` (2), ``junction_angle_deg`` (0),
-``readout_noise_ohm`` (0.08), ``drift_ohm`` (0.06), ``drift_tau_min_s`` (0.1),
-``drift_tau_max_s`` (1000), ``reset_field_oe`` (80), ``reset_settle_oe`` (80),
-``reset_vortex_p`` (0.1), ``n_out`` (1 or 50), ``input_max_oe`` (80).
+:class:`emulator.timing.NRATiming` fields), ``faults``, ``rows``, ``cols``,
+``avalanche_rings`` (8), ``n_classes`` (16), ``tau0_s``, ``e0_j``,
+``temperature_k``, ``h0_oe`` (55), ``h0_spread_oe`` (3), ``depin_spread_oe`` (3;
+0 = no annealed disorder), ``depin_cutoff`` (3), ``depin_quadrature`` (25),
+``turn_junctions`` (3; 0 = a rotating onion always completes the turn, as
+before), ``alpha``, ``double_dw_factor``, ``field_gain``,
+``ticks_per_rotation``, ``nucleation`` (0.35), ``nucleation_oe``,
+``nucleation_spread_oe``, ``vortex_onion_oe`` (45), ``vortex_onion_spread_oe``
+(4), ``r0_ohm`` (250), ``amr_ohm`` (2), ``junction_angle_deg`` (0),
+``readout_noise_ohm`` (0.058), ``drift_ohm`` (0.044), ``drift_tau_min_s`` (0.1),
+``drift_tau_max_s`` (1000), ``reset_field_oe`` (80), ``reset_settle_oe`` (35),
+``reset_vortex_p`` (0.1), ``n_out`` (1 or 50), ``input_max_oe`` (80). The
+pre-revision device: ``n_classes=5, h0_spread_oe=1, depin_spread_oe=0,
+turn_junctions=0, reset_settle_oe=80, readout_noise_ohm=0.08, drift_ohm=0.06``
+(close to, not bit-identical with, the old model: nucleated onions still land
+across half the time).
 """
 from __future__ import annotations
 
@@ -108,18 +155,19 @@ class NRARig(EmulatedRig):
     def __init__(self, name: str = "nra", *, seed: int | None = None, sample_seed: int = 0,
                  clock: str = "virtual", speed: float = 1.0, timing: dict | None = None,
                  faults: dict | None = None,
-                 rows: int = 25, cols: int = 25, avalanche_rings: int = 8, n_classes: int = 5,
+                 rows: int = 25, cols: int = 25, avalanche_rings: int = 8, n_classes: int = 16,
                  tau0_s: float = 1e-10, e0_j: float = 2.6e-19, temperature_k: float = 293.0,
-                 h0_oe: float = 55.0, h0_spread_oe: float = 1.0, depin_spread_oe: float = 0.0,
-                 depin_quadrature: int = 15, alpha: float = 1.5,
+                 h0_oe: float = 55.0, h0_spread_oe: float = 3.0, depin_spread_oe: float = 3.0,
+                 depin_quadrature: int = 25, depin_cutoff: float = 3.0,
+                 turn_junctions: float = 3.0, alpha: float = 1.5,
                  double_dw_factor: float = 0.81, field_gain: float = 1.0,
                  ticks_per_rotation: int = 64, nucleation: float = 0.35,
                  nucleation_oe: float = 28.0, nucleation_spread_oe: float = 4.0,
                  vortex_onion_oe: float = 45.0, vortex_onion_spread_oe: float = 4.0,
                  r0_ohm: float = 250.0, amr_ohm: float = 2.0, junction_angle_deg: float = 0.0,
-                 readout_noise_ohm: float = 0.08, drift_ohm: float = 0.06,
+                 readout_noise_ohm: float = 0.058, drift_ohm: float = 0.044,
                  drift_tau_min_s: float = 0.1, drift_tau_max_s: float = 1000.0,
-                 reset_field_oe: float = 80.0, reset_settle_oe: float = 80.0,
+                 reset_field_oe: float = 80.0, reset_settle_oe: float = 35.0,
                  reset_vortex_p: float = 0.1, n_out: int = 1, input_max_oe: float = 80.0):
         super().__init__(name, seed=seed, sample_seed=sample_seed, clock=clock, speed=speed, faults=faults)
         self.timing: NRATiming = make_timing(NRATiming, timing)
@@ -134,6 +182,8 @@ class NRARig(EmulatedRig):
         self.h0_oe = as_float("h0_oe", h0_oe, lo=0, lo_open=True)
         self.h0_spread_oe = as_float("h0_spread_oe", h0_spread_oe, lo=0)
         self.depin_spread_oe = as_float("depin_spread_oe", depin_spread_oe, lo=0)
+        self.turn_junctions = as_float("turn_junctions", turn_junctions, lo=0)
+        self.depin_cutoff = as_float("depin_cutoff", depin_cutoff, lo=0)
         self.depin_quadrature = as_int("depin_quadrature", depin_quadrature, lo=1, hi=64)
         self.alpha = as_float("alpha", alpha, lo=0, lo_open=True)
         self.double_dw_factor = as_float("double_dw_factor", double_dw_factor, lo=0, hi=1, lo_open=True)
@@ -183,7 +233,9 @@ class NRARig(EmulatedRig):
         x_grid = np.linspace(0.0, 1.05, 4201)
         xe = x_grid[:, None] * np.abs(np.sin(theta))[None, :]                # (X, ticks)
         # annealed (per-event) depinning field: Gauss-Hermite quadrature over N(H0_c, depin_spread)
-        nodes, weights = np.polynomial.hermite_e.hermegauss(self.depin_quadrature)
+        # (Gaussian truncated at +-depin_cutoff standard deviations: no DW depins at zero field)
+        nodes = np.linspace(-self.depin_cutoff, self.depin_cutoff, self.depin_quadrature)
+        weights = np.exp(-0.5 * nodes ** 2)
         weights = weights / weights.sum()
         tables = []
         for factor in (1.0, self.double_dw_factor):                 # single, double DW junctions
@@ -211,35 +263,54 @@ class NRARig(EmulatedRig):
 
     # ---- dynamics -----------------------------------------------------------------------
     def _step(self, onion: np.ndarray, h: np.ndarray, rng: np.random.Generator):
-        """One rotation at amplitudes h (B,) Oe; onion (B, C) counts. Returns (onion', counts)."""
+        """One rotation at amplitudes h (B,) Oe.
+
+        onion (B, 2, C) counts of onion units pinned along [:, 0] / across [:, 1] the
+        current, per class. Returns (onion', counts (B, 7) unit fractions: pinned along,
+        pinned across, rotating, annihilated from along, from across, nucleated, and
+        rotating units that re-pinned across at the end of the rotation).
+        """
         U = self.n_units
-        f = onion.sum(axis=1, keepdims=True) / U
+        f = onion.sum(axis=(1, 2))[:, None] / U
         p = f * self._lookup(self._p_double, h) + (1 - f) * self._lookup(self._p_single, h)
-        p = np.clip(p, 0.0, 1.0)
+        p = np.clip(p, 0.0, 1.0)[:, None, :]                                   # (B, 1, C)
         n_ann = rng.binomial(onion, np.clip(2 * p * (1 - p), 0.0, 1.0))
         rest = onion - n_ann
         p2 = p * p
-        n_rot = rng.binomial(rest, p2 / (p2 + (1 - p) ** 2))
+        n_rot = rng.binomial(rest, p2 / np.maximum(p2 + (1 - p) ** 2, 1e-300))
         n_pin = rest - n_rot
-        moved = (n_rot.sum(axis=1) + 0.5 * n_ann.sum(axis=1)) / U
+        rot = n_rot.sum(axis=1)                                                # (B, C)
+        # a rotating onion completes the turn (ends along the field, i.e. along the current at
+        # the step boundary) if it depins at each further junction; else it drops out at a
+        # random junction: along or across with equal odds
+        complete = p[:, 0, :] ** self.turn_junctions
+        n_across = rng.binomial(rot, np.clip(0.5 * (1 - complete), 0.0, 1.0))
+        moved = (rot.sum(axis=1) + 0.5 * n_ann.sum(axis=(1, 2))) / U
         p_nuc = -np.expm1(-2 * self.coordination * self._lookup(self._k_nuc, h) * moved)
         p_vo = self._lookup(self._p_vortex_onion, h)
         p_tot = 1 - (1 - p_nuc) * (1 - p_vo)
-        n_nuc = rng.binomial(self.class_units[None, :] - onion, p_tot[:, None])
-        counts = np.stack([n_pin.sum(1), n_rot.sum(1), n_ann.sum(1), n_nuc.sum(1)], axis=1) / U
-        return rest + n_nuc, counts
+        n_nuc = rng.binomial(self.class_units[None, :] - onion.sum(axis=1), p_tot[:, None])
+        nuc_across = rng.binomial(n_nuc, 0.5)
+        new = np.empty_like(onion)
+        new[:, 0] = n_pin[:, 0] + rot - n_across + n_nuc - nuc_across
+        new[:, 1] = n_pin[:, 1] + n_across + nuc_across
+        counts = np.stack([n_pin[:, 0].sum(1), n_pin[:, 1].sum(1), rot.sum(1), n_ann[:, 0].sum(1),
+                           n_ann[:, 1].sum(1), n_nuc.sum(1), n_across.sum(1)], axis=1) / U
+        return new, counts
 
     def _weights(self, counts: np.ndarray) -> np.ndarray:
-        """DW weight W (B, n_out) of one rotation from unit fractions (pin, rot, ann, nuc)."""
-        pin, rot, ann, nuc = (counts[:, i:i + 1] for i in range(4))
-        a = self.pin_weight
+        """DW weight W (B, n_out) of one rotation from the unit fractions of :meth:`_step`."""
+        pin_a, pin_x, rot, ann_a, ann_x, nuc, _ = (counts[:, i:i + 1] for i in range(7))
+        a, x = self.pin_weight, 1.0 - self.pin_weight
         if self.n_out == 1:
-            return pin * a + rot * 0.5 + ann * (a + 0.5) / 4 + nuc * 0.25
+            return pin_a * a + pin_x * x + rot * 0.5 + (ann_a * (a + 0.5) + ann_x * (x + 0.5)) / 4 \
+                + nuc * 0.25
         n = self.n_out
         theta = 2 * np.pi * (np.arange(n) + 0.5) / n
         c2 = np.cos(theta) ** 2
         first = (np.arange(n) < n // 2).astype(np.float64)
-        return pin * a + rot * c2 + ann * first * (a + c2) / 2 + nuc * (1 - first) * c2
+        return pin_a * a + pin_x * x + rot * c2 + (ann_a * (a + c2) + ann_x * (x + c2)) * first / 2 \
+            + nuc * (1 - first) * c2
 
     def _readout(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
         """Lock-in noise (B, T, n_out) whose rotation mean has std readout_noise_ohm."""
@@ -263,14 +334,16 @@ class NRARig(EmulatedRig):
         return self.r0_ohm - self.amr_ohm * w
 
     def _reset_state(self, B: int, rng: np.random.Generator):
-        onion = np.repeat(self.class_units[None, :], B, axis=0)
+        onion = np.zeros((B, 2, self.n_classes), dtype=np.int64)
+        onion[:, 0] = self.class_units[None, :]
         for _ in range(self.timing.reset_rotations):
             onion, _ = self._step(onion, np.full(B, self.reset_field_oe), rng)
         onion, _ = self._step(onion, np.full(B, self.reset_settle_oe), rng)
         onion = onion - rng.binomial(onion, self.reset_vortex_p)
         bank = self._drift_bank(B, rng)
         drift0 = bank.sample(1)[:, 0]
-        w = onion.sum(axis=1, keepdims=True) / self.n_units * self.pin_weight
+        w = (onion[:, 0].sum(axis=1, keepdims=True) * self.pin_weight
+             + onion[:, 1].sum(axis=1, keepdims=True) * (1 - self.pin_weight)) / self.n_units
         if self.n_out > 1:
             w = np.repeat(w, self.n_out, axis=1)
         initial = self._resistance(w) + drift0[:, None] + self._readout(rng, (B, 1, self.n_out))[:, 0]

@@ -120,12 +120,14 @@ def test_nra_mean_response_is_nonlinear_and_frozen_below_the_active_range(nra):
 
 
 def test_nra_history_dependent_spread(nra):
-    """100 repeats of two sequences ending in the same 3 inputs (27 Oe): a frozen-then-active
-    history (15 Oe) spreads wider than a saturated one (34 Oe). The variance ratio over the
-    last 3 steps must exceed 1.5 (its standard error for 300 values each is ~0.25 in log)."""
+    """100 repeats of two sequences ending in the same 3 inputs (27 Oe): an active history (30 Oe,
+    a random mix of pinned, rotating and vortex units) spreads wider than a saturating one (34 Oe,
+    every onion rotating: the state is erased). The variance ratio over the last 3 steps must
+    exceed 1.5 (its standard error for 300 values each is ~0.25 in log; measured ~1.9, and ~2.0
+    with the pre-2026-11 physics, so the check is not tied to one parameter set)."""
     end = np.full(3, 27.0)
     var = []
-    for h, seed in ((15.0, 4), (34.0, 5)):
+    for h, seed in ((30.0, 4), (34.0, 5)):
         x = np.concatenate([np.full(6, h), end])[None, :, None]
         y = nra.drive(np.repeat(x, 100, axis=0), seed=seed).outputs[:, -3:, 0]
         var.append(y.var(axis=0, ddof=1).mean())
