@@ -58,7 +58,7 @@ from .rig import DriveResult
 
 log = logging.getLogger(__name__)
 
-_UP = zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+_UP = zmq.EVENT_HANDSHAKE_SUCCEEDED   # a ZMTP handshake needs the server process (a TCP connect does not)
 _AUTH_FAILED = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
 _EVENTS = _UP | zmq.EVENT_DISCONNECTED | _AUTH_FAILED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 _SLICE_MS = 500   # a waiting client looks at its connection this often
@@ -318,9 +318,8 @@ class RigClient:
         while self._monitor is not None and self._monitor.poll(0):
             event = recv_monitor_message(self._monitor)["event"]
             if event & _UP:
-                if event == zmq.EVENT_HANDSHAKE_SUCCEEDED or self.curve_keys is None:
-                    self._connected = self._ever_connected = True
-                    self._down_since = None
+                self._connected = self._ever_connected = True
+                self._down_since = None
             elif event == zmq.EVENT_DISCONNECTED:
                 if self._connected:
                     log.info("connection to %s lost", self.endpoint)
