@@ -47,7 +47,8 @@ def _flops_per_step(twin) -> float:
     h = c.width
     first = 2 * (c.state_dim + c.n_in) * 2 * h
     hidden = 2 * 2 * h * h * (c.depth - 1)
-    out = 2 * h * (c.n_obs + c.n_noise)
+    f_out = c.state_dim if (c.delays == "learned" and c.n_delay) else c.n_obs
+    out = 2 * h * (f_out + c.n_noise)
     return float(first + hidden + out)
 
 

@@ -222,9 +222,10 @@ _COMPILE = {"on": False, "sde": None, "ode": None}
 def use_compile(enabled: bool = True) -> None:
     """Run each integration step through ``torch.compile`` (opt-in).
 
-    Fuses the step's elementwise work: about 2x faster forward+backward on CPU here, but the
-    first call compiles (a minute or more on a loaded 2-core machine) and each new batch shape
-    may recompile. The unrolled loop itself is never compiled (that is far slower).
+    Fuses the step's elementwise work. Measured on the shared 2-core machine: 2x faster
+    forward+backward in one run, no gain in another; the first call compiles (20 s to over a
+    minute) and each new batch shape may recompile. The unrolled loop itself is never compiled
+    (that is far slower). ``nado bench --only twin`` reports both paths.
     """
     _COMPILE["on"] = bool(enabled)
     if enabled and _COMPILE["sde"] is None:
