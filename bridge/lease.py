@@ -14,8 +14,16 @@ dict lookup when no lease is held.
 """
 from __future__ import annotations
 
+import logging
 import time
+import uuid
 from dataclasses import dataclass
+from typing import Any
+
+from . import protocol as P
+from .worker import SAFE_OP
+
+log = logging.getLogger("bridge.server")
 
 MAX_LEASE_S = 3600.0
 
@@ -80,3 +88,64 @@ class LeaseTable:
         for r, _ in gone:
             del self.leases[r]
         return gone
+
+
+class LeaseOps:
+    """The ``lock``, ``unlock`` and ``status`` ops and lease expiry of :class:`bridge.server.RigServer`."""
+
+    def status(self) -> dict[str, Any]:
+        """Counters (also the ``status`` op's result).
+
+        Server-wide: ``requests``, ``drives``, ``cache_hits``, ``errors`` (by code),
+        ``cached`` replies, ``refused`` clients (CURVE). Per rig (``rigs.NAME``):
+        ``holder`` (None when free) and ``lease_left_s``, ``requests`` served,
+        ``drives`` executed, ``cache_hits``, ``errors`` by code, ``waiting``,
+        ``users`` (drives by caller: CURVE User-Id, else ``"anonymous"``).
+        """
+        rigs = {}
+        for n, w in self._workers.items():
+            lease = self._leases.leases.get(n)
+            live = lease is not None and lease.left_s() > 0
+            st = self._rig_stats[n]
+            rigs[n] = {"holder": lease.holder if live else None,
+                       "lease_left_s": lease.left_s() if live else 0.0,
+                       "requests": st["requests"], "drives": w.drives, "cache_hits": st["cache_hits"],
+                       "errors": dict(self._rig_errors[n]), "waiting": w.waiting,
+                       "users": dict(self._users[n])}
+        return {"requests": 0, "cache_hits": 0, **self._stats,
+                "drives": sum(w.drives for w in self._workers.values()),
+                "errors": dict(self._errors), "cached": len(self._cache),
+                "refused": self._auth.refusals if self._auth is not None else 0, "rigs": rigs}
+
+    def _lease_op(self, envelope: list, rid: str, op: str, rig: str | None, args: dict, owner: tuple) -> None:
+        if op == P.STATUS:
+            st = self.status()
+            if rig is not None:
+                st = {**st, "rigs": {rig: st["rigs"][rig]}}
+            return self._send(envelope, P.encode(P.reply_ok(rid, st)))
+        if op == P.LOCK:
+            holder = owner[0] or args.get("holder") or "anonymous"
+            if owner[0] and args.get("holder"):
+                holder = f"{owner[0]} ({args['holder']})"
+            ok, lease = self._leases.acquire(rig, owner, holder, float(args["lease_s"]))
+        else:
+            ok, lease = self._leases.release(rig, owner)
+            if lease is None:
+                return self._send(envelope, P.encode(P.reply_ok(rid, {"released": ok})))
+        if not ok:
+            return self._error(envelope, rid, P.BUSY, f"rig '{rig}' is locked by {lease.holder} for "
+                               f"{lease.left_s():.1f} s more; wait or ask them to unlock it", rig)
+        log.info("rig %s locked by %s for %.3g s", rig, lease.holder, lease.left_s())
+        self._send(envelope, P.encode(P.reply_ok(rid, {"holder": lease.holder, "lease_left_s": lease.left_s()})))
+
+    def _expire_leases(self) -> None:
+        """Free leases that ran out and make their rigs safe (on the rig's worker, in order)."""
+        for rig, lease in self._leases.expire():
+            log.warning("lease of rig %s held by %s ran out; the rig is free and made safe", rig, lease.holder)
+            self._stats["leases_expired"] += 1
+            worker = self._workers[rig]
+            worker.waiting += 1
+            rid = f"{SAFE_OP}{uuid.uuid4().hex}"
+            self._pending[rid] = {"op": SAFE_OP, "rig": rig, "envelopes": []}
+            worker.jobs.put((rid, SAFE_OP, {}))
+

@@ -251,6 +251,42 @@ def decode(frames: Sequence[Any]) -> dict[str, Any]:
     return resolve(unpack_header(_frame_buffer(frames[0])), frames[1:])
 
 
+# ---- argument schemas --------------------------------------------------------------------
+
+ARGS = {DRIVE: frozenset({"inputs", "reset", "seed"}), LOCK: frozenset({"lease_s", "holder"})}
+_NO_ARGS: frozenset = frozenset()
+
+
+def check_args(op: str, args: dict, max_lease_s: float = 3600.0) -> None:
+    """Check an op's resolved ``args`` against its schema; raise :class:`ProtocolError`."""
+    allowed = ARGS.get(op, _NO_ARGS)
+    if args.keys() - allowed:
+        raise ProtocolError(BAD_REQUEST, f"op {op} takes args {sorted(allowed)}, "
+                                           f"not {sorted(args.keys() - allowed)}")
+    if op == LOCK:
+        t = args.get("lease_s")
+        if type(t) not in (int, float) or not 0 < t <= max_lease_s:
+            raise ProtocolError(BAD_REQUEST, f"lock needs args.lease_s, seconds in (0, "
+                                               f"{max_lease_s:g}], got {t!r:.80}")
+        h = args.get("holder", "")
+        if type(h) is not str or len(h) > MAX_NAME_CHARS:
+            raise ProtocolError(BAD_REQUEST, f"args.holder must be a name of at most "
+                                               f"{MAX_NAME_CHARS} characters, got {h!r:.80}")
+        return
+    if op != DRIVE:
+        return
+    if "inputs" not in args:
+        raise ProtocolError(BAD_REQUEST, "drive needs args.inputs, an array reference {$nd, dtype, shape}")
+    if not isinstance(args["inputs"], np.ndarray):
+        raise ProtocolError(BAD_INPUT, "args.inputs must be an array sent as a buffer frame "
+                                         "({$nd, dtype, shape}), not a msgpack value")
+    if not isinstance(args.get("reset", True), bool):
+        raise ProtocolError(BAD_REQUEST, f"args.reset must be a bool, got {args['reset']!r:.80}")
+    seed = args.get("seed")
+    if seed is not None and not (type(seed) is int and 0 <= seed < 2**64):
+        raise ProtocolError(BAD_REQUEST, f"args.seed must be nil or an int in 0..2**64-1, got {seed!r:.80}")
+
+
 # ---- headers -------------------------------------------------------------------------------
 
 def request(op: str, req_id: str, rig: str | None = None, args: dict[str, Any] | None = None) -> dict[str, Any]:

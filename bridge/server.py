@@ -51,24 +51,21 @@ import uuid
 from collections import Counter
 from typing import Any
 
-import numpy as np
 import zmq
 
 from . import protocol as P
 from .auth import KeyAuthenticator, Security, check_binds, secure_server_socket
 from .errors import ProtocolError, RigUnavailable, StationError
-from .lease import MAX_LEASE_S, LeaseTable
+from .lease import MAX_LEASE_S, LeaseOps, LeaseTable
 from .worker import SAFE_OP, ReplyCache, RigWorker, check_description, make_safe
 
 log = logging.getLogger(__name__)
 
 _NAME = f"bridge@{_socket.gethostname()}"
-_ARGS = {P.DRIVE: frozenset({"inputs", "reset", "seed"}), P.LOCK: frozenset({"lease_s", "holder"})}
-_NO_ARGS: frozenset = frozenset()
 _NOBLOCK, _EVENTS, _POLLIN = int(zmq.NOBLOCK), int(zmq.EVENTS), int(zmq.POLLIN)
 
 
-class RigServer:
+class RigServer(LeaseOps):
     """Serve ``rigs`` (name -> Rig) on ``bind`` (one endpoint or a list).
 
     ``tcp://127.0.0.1:*`` binds a free port; ``.endpoints`` lists the bound
@@ -198,30 +195,6 @@ class RigServer:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def status(self) -> dict[str, Any]:
-        """Counters (also the ``status`` op's result).
-
-        Server-wide: ``requests``, ``drives``, ``cache_hits``, ``errors`` (by code),
-        ``cached`` replies, ``refused`` clients (CURVE). Per rig (``rigs.NAME``):
-        ``holder`` (None when free) and ``lease_left_s``, ``requests`` served,
-        ``drives`` executed, ``cache_hits``, ``errors`` by code, ``waiting``,
-        ``users`` (drives by caller: CURVE User-Id, else ``"anonymous"``).
-        """
-        rigs = {}
-        for n, w in self._workers.items():
-            lease = self._leases.leases.get(n)
-            live = lease is not None and lease.left_s() > 0
-            st = self._rig_stats[n]
-            rigs[n] = {"holder": lease.holder if live else None,
-                       "lease_left_s": lease.left_s() if live else 0.0,
-                       "requests": st["requests"], "drives": w.drives, "cache_hits": st["cache_hits"],
-                       "errors": dict(self._rig_errors[n]), "waiting": w.waiting,
-                       "users": dict(self._users[n])}
-        return {"requests": 0, "cache_hits": 0, **self._stats,
-                "drives": sum(w.drives for w in self._workers.values()),
-                "errors": dict(self._errors), "cached": len(self._cache),
-                "refused": self._auth.refusals if self._auth is not None else 0, "rigs": rigs}
-
     # ---- loop ----------------------------------------------------------------------------
     def _loop(self) -> None:
         for w in self._workers.values():
@@ -330,7 +303,7 @@ class RigServer:
             return self._error(envelope, rid, P.BAD_REQUEST, f"'args' must be a map, got {type(args).__name__}", rig)
         try:
             args = P.resolve(args, body[1:])
-            self._check_args(op, args)
+            P.check_args(op, args, self._leases.max_lease_s)
         except ProtocolError as exc:
             return self._error(envelope, rid, exc.code, exc.message, rig if op in P.RIG_OPS else None)
         user = None
@@ -359,34 +332,6 @@ class RigServer:
             self._rig_stats[rig]["cache_hits"] += 1
             self._send(envelope, frames)
         return True
-
-    def _check_args(self, op: str, args: dict) -> None:
-        allowed = _ARGS.get(op, _NO_ARGS)
-        if args.keys() - allowed:
-            raise ProtocolError(P.BAD_REQUEST, f"op {op} takes args {sorted(allowed)}, "
-                                               f"not {sorted(args.keys() - allowed)}")
-        if op == P.LOCK:
-            t = args.get("lease_s")
-            if type(t) not in (int, float) or not 0 < t <= self._leases.max_lease_s:
-                raise ProtocolError(P.BAD_REQUEST, f"lock needs args.lease_s, seconds in (0, "
-                                                   f"{self._leases.max_lease_s:g}], got {t!r:.80}")
-            h = args.get("holder", "")
-            if type(h) is not str or len(h) > P.MAX_NAME_CHARS:
-                raise ProtocolError(P.BAD_REQUEST, f"args.holder must be a name of at most "
-                                                   f"{P.MAX_NAME_CHARS} characters, got {h!r:.80}")
-            return
-        if op != P.DRIVE:
-            return
-        if "inputs" not in args:
-            raise ProtocolError(P.BAD_REQUEST, "drive needs args.inputs, an array reference {$nd, dtype, shape}")
-        if not isinstance(args["inputs"], np.ndarray):
-            raise ProtocolError(P.BAD_INPUT, "args.inputs must be an array sent as a buffer frame "
-                                             "({$nd, dtype, shape}), not a msgpack value")
-        if not isinstance(args.get("reset", True), bool):
-            raise ProtocolError(P.BAD_REQUEST, f"args.reset must be a bool, got {args['reset']!r:.80}")
-        seed = args.get("seed")
-        if seed is not None and not (type(seed) is int and 0 <= seed < 2**64):
-            raise ProtocolError(P.BAD_REQUEST, f"args.seed must be nil or an int in 0..2**64-1, got {seed!r:.80}")
 
     def _dispatch(self, envelope: list, rid: str, op: str, rig: str | None, args: dict, owner: tuple) -> None:
         if op == P.HELLO:
@@ -421,38 +366,6 @@ class RigServer:
         worker.waiting += 1
         self._pending[rid] = {"op": op, "rig": rig, "envelopes": [envelope]}
         worker.jobs.put((rid, op, args))
-
-    def _lease_op(self, envelope: list, rid: str, op: str, rig: str | None, args: dict, owner: tuple) -> None:
-        if op == P.STATUS:
-            st = self.status()
-            if rig is not None:
-                st = {**st, "rigs": {rig: st["rigs"][rig]}}
-            return self._send(envelope, P.encode(P.reply_ok(rid, st)))
-        if op == P.LOCK:
-            holder = owner[0] or args.get("holder") or "anonymous"
-            if owner[0] and args.get("holder"):
-                holder = f"{owner[0]} ({args['holder']})"
-            ok, lease = self._leases.acquire(rig, owner, holder, float(args["lease_s"]))
-        else:
-            ok, lease = self._leases.release(rig, owner)
-            if lease is None:
-                return self._send(envelope, P.encode(P.reply_ok(rid, {"released": ok})))
-        if not ok:
-            return self._error(envelope, rid, P.BUSY, f"rig '{rig}' is locked by {lease.holder} for "
-                               f"{lease.left_s():.1f} s more; wait or ask them to unlock it", rig)
-        log.info("rig %s locked by %s for %.3g s", rig, lease.holder, lease.left_s())
-        self._send(envelope, P.encode(P.reply_ok(rid, {"holder": lease.holder, "lease_left_s": lease.left_s()})))
-
-    def _expire_leases(self) -> None:
-        """Free leases that ran out and make their rigs safe (on the rig's worker, in order)."""
-        for rig, lease in self._leases.expire():
-            log.warning("lease of rig %s held by %s ran out; the rig is free and made safe", rig, lease.holder)
-            self._stats["leases_expired"] += 1
-            worker = self._workers[rig]
-            worker.waiting += 1
-            rid = f"{SAFE_OP}{uuid.uuid4().hex}"
-            self._pending[rid] = {"op": SAFE_OP, "rig": rig, "envelopes": []}
-            worker.jobs.put((rid, SAFE_OP, {}))
 
     def _on_result(self, msg: list) -> None:
         rid, code, fault, frames = msg[0].bytes.decode(), msg[1].bytes.decode(), msg[2].bytes.decode(), msg[3:]
