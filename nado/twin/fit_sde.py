@@ -20,6 +20,12 @@ windows are paired by condition.
 4. Model selection: every ``eval_every`` iterations of either phase the twin generates as many
    samples as there are repeats for each held-out sequence (``val_fraction`` of M) and the
    state with the lowest mean marginal W1 to the held-out repeats is kept.
+
+Measured on the emulated NRA (4000 x 20 dynamics, 100 x 20 repeats, SNR ~2.3): the best
+validation W1 is reached within the warm start and the WGAN phase holds it (no collapse over 600
+iterations; std ratio 0.85-0.9 throughout); on held-out repeats W1 is 2.1x (own metrics) to
+2.3x (``nado twin report``) smaller than the ODE twin's, std ratio 0.89-0.98. Defaults take
+15-40 s on one core.
 """
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ device sat in its reset state), ``a(t0) = 0``, and the one integrator of
 :mod:`nado.twin.integrate` runs. The output at step ``t`` is the observable *after* input
 ``s[:, t]``, as in a :class:`nado.dataset.Dataset`.
 
-Parameters (state_dict keys): ``f.{0..depth}`` (drift MLP, ``nn.Linear`` layers), and for an SDE
+Parameters (state_dict keys): ``f.{0..depth}`` (drift MLP, ``nn.Linear`` layers; output n_obs,
+or n_obs * (n_delay + 1) with ``delays="learned"``, the default), and for an SDE
 ``g.{0..depth}`` (diffusion MLP), ``a_mat`` (n_obs, N_a) = A, ``log_tau`` (N_a,) with
 ``tau = h / 2 + exp(log_tau)`` steps (Euler needs ``tau > h / 2`` to be stable, so the paper's
 0.2-step start is lifted to ``tau0 = 0.6`` steps by default, spread by ``1 / 0.7**k``: 0.6 .. 15
