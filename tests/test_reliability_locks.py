@@ -104,3 +104,14 @@ def test_dead_server_is_reported_in_bounded_time():
     finally:
         client.close()
         server.close()
+
+
+def test_rig_status_command(two_clients, capsys):
+    import json
+
+    from nado.cli import main
+    server, _, alice, _ = two_clients
+    alice.lock(30)
+    assert main(["rig", "status", "--connect", server.endpoints[0]]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["rigs"]["a"]["holder"] == "alice" and out["rigs"]["b"]["holder"] is None

@@ -5,6 +5,10 @@
     nado rig serve [STATION.toml] --bind tcp://0.0.0.0:5555   # built-in station without a file
     nado rig describe --connect tcp://rigpc:5555 [--rig nra]  # JSON
     nado rig ping --connect tcp://rigpc:5555
+    nado rig status --connect tcp://rigpc:5555                # JSON: holders, leases, counters
+
+With CurveZMQ (a station ``[security]`` table) clients need keys: ``NADO_KEYS=DIR``
+(see ``nado keys generate`` and :mod:`bridge.auth`).
 
 Other modules add subcommands to the ``rig`` group without touching this file:
 in ``nado/commands/NAME.py``::
@@ -51,7 +55,8 @@ def register(sub) -> None:
     p.set_defaults(func=_serve)
 
     for name, helptext, func in (("describe", "print rig descriptions as JSON", _describe),
-                                 ("ping", "check that a server answers; print its rigs", _ping)):
+                                 ("ping", "check that a server answers; print its rigs", _ping),
+                                 ("status", "print the server's counters, lease holders as JSON", _status)):
         q = group.add_parser(name, help=helptext)
         q.add_argument("--connect", required=True, metavar="ENDPOINT", help="server endpoint, e.g. tcp://rigpc:5555")
         if name == "describe":
@@ -97,6 +102,14 @@ def _describe(args) -> int:
             out = client.describe()
         else:
             out = {name: client.describe(rig=name) for name in client.hello()["rigs"]}
+    json.dump(out, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+def _status(args) -> int:
+    with _client(args) as client:
+        out = client.status()
     json.dump(out, sys.stdout, indent=2)
     print()
     return 0
