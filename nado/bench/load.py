@@ -7,7 +7,9 @@ on ``tcp://127.0.0.1``. Every drive carries a unique tag in its inputs
 reply is checked against its own request. Reported: throughput (drives/s),
 latency p50/p99 (seconds), and the checks: nothing lost (every client got every
 reply), nothing duplicated (drives executed at the server = drives sent),
-every reply matched to its request. ``quick`` runs 16 x 200.
+every reply matched to its request. ``quick`` runs 16 x 200. The same load
+runs again with CurveZMQ (keys made on the fly, station ``[security]``) to show
+what encryption and authentication cost (``curve``).
 
 :func:`run_load` is also used by ``tests/test_load.py`` (smaller sizes).
 """
@@ -36,10 +38,24 @@ backend = "echo"
 """
 
 
-def start_server(workdir: Path) -> tuple[subprocess.Popen, str]:
-    """A ``nado rig serve`` process with echo rigs ``a`` and ``b``; (process, endpoint)."""
+def start_server(workdir: Path, curve: bool = False) -> tuple[subprocess.Popen, str]:
+    """A ``nado rig serve`` process with echo rigs ``a`` and ``b``; (process, endpoint).
+
+    ``curve``: make keys in ``workdir`` (``server/``, ``client/``) and require them.
+    """
     st = workdir / "load_station.toml"
-    st.write_text(STATION)
+    text = STATION
+    if curve:
+        import shutil
+
+        from bridge.auth import generate
+        generate("server", workdir / "server")
+        generate("client", workdir / "client")
+        (workdir / "server" / "clients").mkdir()
+        shutil.copy(workdir / "client" / "client.key", workdir / "server" / "clients")
+        shutil.copy(workdir / "server" / "server.key", workdir / "client")
+        text += '\n[security]\nserver_key = "server/server.key_secret"\nclients = "server/clients"\n'
+    st.write_text(text)
     proc = subprocess.Popen([sys.executable, "-m", "nado.cli", "rig", "serve", str(st), "--bind",
                              "tcp://127.0.0.1:*"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -51,10 +67,10 @@ def start_server(workdir: Path) -> tuple[subprocess.Popen, str]:
     return proc, line.split(" on ")[1].split(";")[0].strip()
 
 
-def _client(endpoint: str, cid: int, requests: int, lat: list, bad: list, errors: list) -> None:
+def _client(endpoint: str, cid: int, requests: int, lat: list, bad: list, errors: list, keys) -> None:
     from bridge import RigClient
     try:
-        with RigClient(endpoint, timeout_s=30.0, retries=3) as client:
+        with RigClient(endpoint, timeout_s=30.0, retries=3, curve_keys=keys) as client:
             for seq in range(requests):
                 rig = "ab"[seq % 2]
                 tag = cid * 1_000_000.0 + seq * 10.0 + (seq % 2)
@@ -68,20 +84,22 @@ def _client(endpoint: str, cid: int, requests: int, lat: list, bad: list, errors
         errors.append(f"client {cid}: {type(exc).__name__}: {exc}")
 
 
-def run_load(clients: int = 16, requests: int = 1000, endpoint: str | None = None) -> dict[str, Any]:
-    """Run the load; start a server process unless ``endpoint`` is given. Returns the figures."""
+def run_load(clients: int = 16, requests: int = 1000, endpoint: str | None = None,
+             curve: bool = False) -> dict[str, Any]:
+    """Run the load; start a server process (CurveZMQ with ``curve``) unless ``endpoint`` is given."""
     from bridge import RigClient
     proc = None
     tmp = tempfile.TemporaryDirectory()
+    keys = Path(tmp.name) / "client" if curve else None
     try:
         if endpoint is None:
-            proc, endpoint = start_server(Path(tmp.name))
-        with RigClient(endpoint, timeout_s=10.0) as probe:
+            proc, endpoint = start_server(Path(tmp.name), curve)
+        with RigClient(endpoint, timeout_s=10.0, curve_keys=keys) as probe:
             before = probe.status()
         lats: list[list[float]] = [[] for _ in range(clients)]
         bad: list = []
         errors: list[str] = []
-        threads = [threading.Thread(target=_client, args=(endpoint, c, requests, lats[c], bad, errors))
+        threads = [threading.Thread(target=_client, args=(endpoint, c, requests, lats[c], bad, errors, keys))
                    for c in range(clients)]
         t0 = time.perf_counter()
         for t in threads:
@@ -89,7 +107,7 @@ def run_load(clients: int = 16, requests: int = 1000, endpoint: str | None = Non
         for t in threads:
             t.join()
         wall = time.perf_counter() - t0
-        with RigClient(endpoint, timeout_s=10.0) as probe:
+        with RigClient(endpoint, timeout_s=10.0, curve_keys=keys) as probe:
             after = probe.status()
     finally:
         if proc is not None:
@@ -102,7 +120,7 @@ def run_load(clients: int = 16, requests: int = 1000, endpoint: str | None = Non
     replies = sum(len(x) for x in lats)
     executed = after["drives"] - before["drives"]
     p50, p99 = np.percentile(all_lat, [50, 99])
-    return {"clients": clients, "requests_per_client": requests, "rigs": 2, "drives_sent": sent,
+    return {"curve": curve, "clients": clients, "requests_per_client": requests, "rigs": 2, "drives_sent": sent,
             "replies": replies, "drives_executed": executed,
             "per_rig_executed": {r: after["rigs"][r]["drives"] - before["rigs"][r]["drives"] for r in ("a", "b")},
             "retries_answered_from_cache": after["cache_hits"] - before["cache_hits"],
@@ -113,10 +131,15 @@ def run_load(clients: int = 16, requests: int = 1000, endpoint: str | None = Non
 
 def run(quick: bool) -> dict[str, Any]:
     out = run_load(16, 200 if quick else 1000)
+    cur = run_load(16, 200 if quick else 1000, curve=True)
+    out["curve"] = {k: cur[k] for k in ("lost", "duplicated", "mismatched", "errors", "wall_s",
+                                        "throughput_drives_per_s", "latency_p50_s", "latency_p99_s")}
     out["load_avg_1min"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     out["targets"] = {
         "lost": target(out["lost"], 0, at_least=False),
         "duplicated": target(out["duplicated"], 0, at_least=False),
         "mismatched": target(out["mismatched"], 0, at_least=False),
+        "curve_lost_duplicated_mismatched": target(cur["lost"] + abs(cur["duplicated"]) + cur["mismatched"],
+                                                   0, at_least=False),
     }
     return out
