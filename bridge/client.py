@@ -43,7 +43,6 @@ import contextlib
 import itertools
 import logging
 import os
-import threading
 import time
 import uuid
 from typing import Any
@@ -102,7 +101,7 @@ class RigClient:
         self.curve_keys = client_keys(curve_keys) if curve_keys is not None else None
         self.name = name or f"{os.environ.get('USER', 'user')}@{_hostname()}"
         self._down_since: float | None = None
-        self._lease_thread: _Heartbeat | None = None
+        self._lease_thread: Any = None   # bridge.lease.Heartbeat while a lease() block runs
 
     # ---- ops -----------------------------------------------------------------------------
     def hello(self) -> dict[str, Any]:
@@ -186,7 +185,8 @@ class RigClient:
         """
         rig = self._rig(rig)
         self.lock(lease_s, rig=rig)
-        hb = _Heartbeat(self, rig, lease_s, renew_s or lease_s / 3.0)
+        from .lease import Heartbeat
+        hb = Heartbeat(self, rig, lease_s, renew_s or lease_s / 3.0)
         self._lease_thread, self.lease_error = hb, None
         hb.start()
         try:
@@ -383,35 +383,3 @@ class RigClient:
 def _hostname() -> str:
     import socket
     return socket.gethostname()
-
-
-class _Heartbeat(threading.Thread):
-    """Renews a lease every ``renew_s`` from its own socket (same session) until stopped."""
-
-    def __init__(self, owner: RigClient, rig: str, lease_s: float, renew_s: float) -> None:
-        super().__init__(name=f"lease-{rig}", daemon=True)
-        self.rig, self.lease_s, self.renew_s = rig, lease_s, renew_s
-        self.client = RigClient(owner.endpoint, rig, timeout_s=max(renew_s, 0.5), retries=1,
-                                context=owner.context, curve_keys=owner.curve_keys, name=owner.name,
-                                session=owner.session, dead_after_s=owner.dead_after_s)
-        self.error: BaseException | None = None
-        self.renewals = 0
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        try:
-            while not self._halt.wait(self.renew_s):
-                try:
-                    self.client.lock(self.lease_s)
-                    self.renewals += 1
-                except (RigError, RigTimeout, RigUnavailable) as exc:
-                    self.error = exc
-                    log.warning("lease renewal of rig %s failed: %s", self.rig, exc)
-                    return
-        finally:
-            self.client.close()
-
-    def stop(self) -> None:
-        self._halt.set()
-        if self is not threading.current_thread():
-            self.join(10.0)

@@ -15,12 +15,14 @@ dict lookup when no lease is held.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from . import protocol as P
+from .errors import RigError, RigTimeout, RigUnavailable
 from .worker import SAFE_OP
 
 log = logging.getLogger("bridge.server")
@@ -149,3 +151,35 @@ class LeaseOps:
             self._pending[rid] = {"op": SAFE_OP, "rig": rig, "envelopes": []}
             worker.jobs.put((rid, SAFE_OP, {}))
 
+
+class Heartbeat(threading.Thread):
+    """Renews a lease every ``renew_s`` from its own socket (same session) until stopped."""
+
+    def __init__(self, owner: Any, rig: str, lease_s: float, renew_s: float) -> None:
+        from .client import RigClient
+        super().__init__(name=f"lease-{rig}", daemon=True)
+        self.rig, self.lease_s, self.renew_s = rig, lease_s, renew_s
+        self.client = RigClient(owner.endpoint, rig, timeout_s=max(renew_s, 0.5), retries=1,
+                                context=owner.context, curve_keys=owner.curve_keys, name=owner.name,
+                                session=owner.session, dead_after_s=owner.dead_after_s)
+        self.error: BaseException | None = None
+        self.renewals = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._halt.wait(self.renew_s):
+                try:
+                    self.client.lock(self.lease_s)
+                    self.renewals += 1
+                except (RigError, RigTimeout, RigUnavailable) as exc:
+                    self.error = exc
+                    log.warning("lease renewal of rig %s failed: %s", self.rig, exc)
+                    return
+        finally:
+            self.client.close()
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self is not threading.current_thread():
+            self.join(10.0)
