@@ -4,6 +4,9 @@
 - :class:`RigServer` serves rigs; :class:`RigClient` drives them (``bridge/PROTOCOL.md``).
 - :func:`load_station` / :func:`serve` (``bridge.station``): rigs from a TOML station file.
 - :mod:`bridge.errors`: ``BridgeError`` and its subclasses.
+- :mod:`bridge.auth`: CurveZMQ keys and the plain-transport policy (station ``[security]``);
+  :mod:`bridge.lease`: exclusive access (``lock``/``unlock``/``status``);
+  :mod:`bridge.fuzz`: a standalone fuzz run (``python -m bridge.fuzz --seconds 60``).
 
 bridge imports neither ``nado`` nor ``emulator``; backends are found through the
 ``bridge.backends`` entry-point group.

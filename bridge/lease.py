@@ -11,6 +11,10 @@ the server makes the rig safe (its ``make_safe()``).
 
 The table is touched by the server's loop thread only; checking a drive is one
 dict lookup when no lease is held.
+
+Here: :class:`LeaseTable` (the leases), :class:`LeaseOps` (the server's
+``lock``/``unlock``/``status`` ops and expiry, mixed into ``RigServer``) and
+:class:`Heartbeat` (the client's renewal thread behind ``RigClient.lease()``).
 """
 from __future__ import annotations
 
