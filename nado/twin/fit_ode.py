@@ -39,6 +39,7 @@ def _from_embedded(twin: Twin, u: torch.Tensor, y0: torch.Tensor, dw=None) -> to
     return integrate(twin.packed(use_noise), u, y0, method=c.method, substeps=c.substeps, dw=dw)
 
 
+@torch.enable_grad()           # fitting works even when called under torch.no_grad()
 def fit_ode(dataset, config: TwinConfig | None = None, *, seed: int = 0, epochs: int = 60,
             window: int | None = None, batch: int = 512, iters_per_epoch: int | None = None,
             lr: float = 2e-2, val_fraction: float = 0.1, progress: bool = True

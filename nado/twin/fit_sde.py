@@ -94,6 +94,7 @@ def _sde_config(ode: Twin, config: TwinConfig | None, dataset) -> TwinConfig:
                           obs_std=oc.obs_std)
 
 
+@torch.enable_grad()           # fitting works even when called under torch.no_grad()
 def fit_sde(dataset, ode_twin: Twin | None = None, config: TwinConfig | None = None, *,
             seed: int = 0, warm_iters: int = 300, gan_iters: int = 300, critic_iters: int = 3,
             group: int = 8, max_repeats: int = 32, lr: float = 3e-3, critic_lr: float = 1e-3,
