@@ -3,7 +3,8 @@
 Each iteration draws ``batch`` windows (random sequence, random start), starts the twin from the
 measured embedded state at the window start, rolls it out freely for ``window`` steps, and takes
 the MSE (normalised units) to the measured observables. Adam with a cosine learning-rate decay and
-gradient clipping. A random ``val_fraction`` of the dynamics sequences is held out; after every
+gradient clipping; if the validation loss diverges (non-finite or 3x the best) the best state is
+restored and the learning rate halved (``history["restarts"]``). A random ``val_fraction`` of the dynamics sequences is held out; after every
 epoch the twin is rolled out over the full held-out sequences from their reset states and the
 epoch with the lowest validation MSE is kept (model selection never sees a test split). Seeded:
 same data and seed, same twin.
@@ -42,7 +43,7 @@ def _from_embedded(twin: Twin, u: torch.Tensor, y0: torch.Tensor, dw=None) -> to
 @torch.enable_grad()           # fitting works even when called under torch.no_grad()
 def fit_ode(dataset, config: TwinConfig | None = None, *, seed: int = 0, epochs: int = 60,
             window: int | None = None, batch: int = 512, iters_per_epoch: int | None = None,
-            lr: float = 2e-2, val_fraction: float = 0.1, progress: bool = True
+            lr: float = 1e-2, val_fraction: float = 0.1, progress: bool = True
             ) -> tuple[Twin, dict[str, Any]]:
     """Fit a neural-ODE twin to ``dataset`` (a :class:`nado.dataset.Dataset`).
 
@@ -85,10 +86,12 @@ def fit_ode(dataset, config: TwinConfig | None = None, *, seed: int = 0, epochs:
 
     opt = torch.optim.Adam(twin.parameters(), lr=lr)
     total = epochs * iters_per_epoch
+    scale = [1.0]              # halved on divergence
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(i, total) / total)))
+        opt, lambda i: scale[0] * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(i, total) / total))))
     history: dict[str, Any] = {"train_loss": [], "val_loss": [], "window": window,
-                               "n_train": int(len(train_idx)), "n_val": int(len(val_idx))}
+                               "n_train": int(len(train_idx)), "n_val": int(len(val_idx)),
+                               "restarts": 0}
     best, best_state = float("inf"), copy.deepcopy(twin.state_dict())
     bar = tqdm(range(epochs), desc="fit ode", disable=not progress, leave=False)
     for epoch in bar:
@@ -111,6 +114,12 @@ def fit_ode(dataset, config: TwinConfig | None = None, *, seed: int = 0, epochs:
         if val < best:
             best, best_state = val, copy.deepcopy(twin.state_dict())
             history["best_epoch"] = epoch
+        elif not np.isfinite(val) or val > 3 * best:
+            # diverging rollouts: back to the best state, half the learning rate, fresh moments
+            twin.load_state_dict(best_state)
+            opt.state.clear()
+            scale[0] *= 0.5
+            history["restarts"] += 1
         bar.set_postfix(train=f"{history['train_loss'][-1]:.4f}", val=f"{val:.4f}")
     twin.load_state_dict(best_state)
     twin.eval()
