@@ -243,7 +243,11 @@ class RigServer(LeaseOps):
             self._auth.stop()
             self._auth = None
         if self._own_context:
-            self.context.term()
+            if any(w.is_alive() for w in self._workers.values()):
+                # a rig still busy past the shutdown deadline holds a socket: term() would block
+                log.warning("a rig worker is still running; leaving the server's context open")
+            else:
+                self.context.term()
 
     # ---- requests ------------------------------------------------------------------------
     def _send(self, envelope: list, frames: list) -> None:
