@@ -81,8 +81,10 @@ def _serve(args) -> int:
         for rig in rigs.values():
             getattr(rig, "close", lambda: None)()
         raise
+    sec = options["security"]
+    mode = (f"CurveZMQ, clients allowed by keys in {sec.clients}" if sec.curve else "no keys")
     print(f"serving {', '.join(rigs)} ({station.path or 'built-in station'}) on {', '.join(server.endpoints)}; "
-          "Ctrl-C or SIGTERM stops", flush=True)
+          f"{mode}; Ctrl-C or SIGTERM stops", flush=True)
     try:
         server.serve_forever()
     finally:
