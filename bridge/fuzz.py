@@ -57,7 +57,8 @@ class StrictEcho(EchoRig):
 
 @dataclass
 class FuzzReport:
-    inputs: int = 0
+    inputs: int = 0           # messages sent
+    handled: int = 0          # messages the server read before it closed (the rest were queued)
     seconds: float = 0.0
     probes: int = 0
     probes_answered: int = 0
@@ -200,6 +201,7 @@ def run(seconds: float = 10.0, *, seed: int = 0, tcp: bool = False, probe_every:
         fuzzer.close(linger=0)
         probe.close(linger=0)
         server.close()
+    rep.handled = server.status()["requests"] - rep.probes
     rep.rig_calls = rig.drive_calls
     rep.invalid_at_rig = len(rig.violations)
     rep.internal_errors = server.status()["errors"].get("INTERNAL", 0)
@@ -214,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.getLogger("bridge").setLevel(logging.ERROR)   # leases the fuzzer takes run out: expected
     rep = run(args.seconds, seed=args.seed, tcp=args.tcp)
-    print(f"fuzz: {rep.inputs} inputs in {rep.seconds:.1f} s, {rep.crashes} crashes, "
+    print(f"fuzz: {rep.inputs} inputs ({rep.handled} handled) in {rep.seconds:.1f} s, {rep.crashes} crashes, "
           f"{rep.internal_errors} internal errors, {rep.invalid_at_rig} invalid calls at the rig "
           f"({rep.rig_calls} valid drives reached it), probes answered {rep.probes_answered}/{rep.probes}: "
           f"{'OK' if rep.ok else 'FAILED'}")
