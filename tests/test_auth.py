@@ -121,3 +121,11 @@ def test_station_security_table(keys, tmp_path):
     st = parse_station({"rigs": {"e": {"backend": "echo"}}, "server": {"queue_sz": 3}})
     with pytest.raises(StationError, match="unknown key"):
         serve(st, "inproc://never")
+
+
+def test_rig_commands_take_keys(secure, capsys):
+    server, _, keys = secure
+    assert main(["rig", "ping", "--connect", server.endpoints[0], "--keys", str(keys / "alice")]) == 0
+    assert "serves echo" in capsys.readouterr().out
+    assert main(["rig", "ping", "--connect", server.endpoints[0], "--timeout", "1", "--retries", "0"]) == 1
+    assert "requires CurveZMQ keys" in capsys.readouterr().err

@@ -63,6 +63,8 @@ def register(sub) -> None:
             q.add_argument("--rig", metavar="NAME", help="only this rig (default: every rig)")
         q.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="per try (default 5)")
         q.add_argument("--retries", type=int, default=1, help="tries after the first (default 1)")
+        q.add_argument("--keys", metavar="DIR", help="CurveZMQ keys folder: your NAME.key_secret and the "
+                                                    "server's server.key (default: $NADO_KEYS)")
         q.set_defaults(func=func)
 
 
@@ -95,7 +97,8 @@ def _serve(args) -> int:
 
 def _client(args, rig=None):
     from bridge.client import RigClient
-    return RigClient(args.connect, rig, timeout_s=args.timeout, retries=args.retries)
+    return RigClient(args.connect, rig, timeout_s=args.timeout, retries=args.retries,
+                     curve_keys=getattr(args, "keys", None))
 
 
 def _describe(args) -> int:
