@@ -231,8 +231,9 @@ def markdown(results: dict, figures: dict[str, str]) -> str:
         if rc.get("accuracy") is not None and best.get("accuracy") is not None:
             e_rc, e_opt = 1 - rc["accuracy"], 1 - best["accuracy"]
             rel = (e_rc - e_opt) / e_rc if e_rc > 0 else 0.0
-            out.append(f"Ours: error {100 * e_opt:.1f} % (SDE-trained) vs {100 * e_rc:.1f} % (RC): "
-                       f"{100 * rel:.0f} % lower (paper: about 30 % lower).")
+            word = "lower" if rel >= 0 else "higher"
+            out.append(f"Ours: error {100 * e_opt:.1f} % (SDE-trained) vs {100 * e_rc:.1f} % (RC), after "
+                       f"transfer: {100 * abs(rel):.0f} % {word} (paper: about 30 % lower).")
     if family == "mackey_glass":
         c = results.get("networks", {}).get("cascade", {}).get("transfer") or {}
         t5 = (c.get("mse_by_horizon") or {}).get("5")
