@@ -1,4 +1,4 @@
-"""``nado rig serve|describe|ping`` and the interim ``nado demo``."""
+"""``nado rig serve|describe|ping``."""
 import json
 import os
 import signal
@@ -73,16 +73,6 @@ def test_rig_group_is_extensible():
     args = parser.parse_args(["rig", "check"])
     assert args.func(args) == 7
     assert parser.parse_args(["rig", "ping", "--connect", "inproc://x"]).connect == "inproc://x"
-
-
-def test_demo_drives_every_rig_through_the_bus(tmp_path, capsys):
-    st = tmp_path / "station.toml"
-    st.write_text(STATION)
-    assert main(["demo", str(st), "--sequences", "2", "--steps", "5"]) == 0
-    out = capsys.readouterr().out
-    assert "inproc://" in out
-    assert out.count("same seed, same outputs: yes") == 2
-    assert "outputs (2, 5, 1)" in out and "outputs (2, 5, 2)" in out
 
 
 @pytest.mark.slow

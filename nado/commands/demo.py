@@ -1,53 +1,55 @@
-"""``nado demo``: serve the built-in station in-process and drive each rig once, through the bus.
+"""``nado demo``: the main job, ``scenarios/quickstart.toml``, on the built-in emulated rigs.
 
-An interim demo until the main job exists: it starts the station's rigs on an
-``inproc://`` endpoint (a :class:`bridge.RigServer`), connects a
-:class:`bridge.RigClient` per rig, drives a few random input sequences within
-each rig's range (twice with the same seed, to show reproducibility) and prints
-what came back. nado reaches the rigs only through the bus.
+It serves the emulated NRA in-process (through the bus, like any rig), finds its
+active range, collects data, fits an ODE twin and an SDE twin, trains 2 x 32-node
+networks through each, transfers them to the emulated device, compares with a
+reservoir-computing baseline and a software leaky-integrator MLP, and writes
+``runs/quickstart/`` (``results.json``, ``report.md``, figures). Stages are cached,
+so a second ``make demo`` only prints. ``--quick`` uses the scenario's reduced
+``[budget]`` (the CI path).
 """
 from __future__ import annotations
 
-import time
-import uuid
+from pathlib import Path
 
-import numpy as np
+QUICKSTART = Path(__file__).resolve().parents[2] / "scenarios" / "quickstart.toml"
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="serve the built-in rigs in-process and drive each once through the bus")
-    p.add_argument("station", nargs="?", metavar="STATION.toml", help="station file (default: built-in nra + asvi)")
-    p.add_argument("--sequences", type=int, default=3, help="random input sequences per rig (default 3)")
-    p.add_argument("--steps", type=int, default=20, help="input steps per sequence (default 20)")
-    p.add_argument("--seed", type=int, default=0, help="seed of inputs and rig noise (default 0)")
+    p = sub.add_parser("demo", help="run the main job (scenarios/quickstart.toml) on the built-in emulated rigs")
+    p.add_argument("--scenario", default=None, metavar="SCENARIO.toml",
+                   help=f"scenario to run (default: {QUICKSTART.name} of this checkout)")
+    p.add_argument("--out", default=None, metavar="DIR", help="run folder (default runs/quickstart)")
+    p.add_argument("--quick", action="store_true", help="reduced budget: same code path, smaller numbers")
+    p.add_argument("--fresh", action="store_true", help="ignore cached stages")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from bridge import RigClient
-    from bridge.station import serve
+    from ..errors import ConfigError
+    from ..run import run_scenario
 
-    endpoint = f"inproc://nado-demo-{uuid.uuid4().hex[:8]}"
-    rng = np.random.default_rng(args.seed)
-    with serve(args.station, endpoint) as server:
-        print(f"serving {', '.join(server.rigs)} on {endpoint}")
-        for name in server.rigs:
-            with RigClient(endpoint, name, timeout_s=120.0) as client:
-                d = client.describe()
-                lo, hi = float(d["input"]["min"]), float(d["input"]["max"])
-                n_in = int(d["input"]["dims"][0])
-                u = rng.uniform(lo, hi, size=(args.sequences, args.steps, n_in))
-                t0 = time.perf_counter()
-                res = client.drive(u, seed=args.seed)
-                wall_s = time.perf_counter() - t0
-                again = client.drive(u, seed=args.seed)
-                same = np.array_equal(res.outputs, again.outputs)
-                out = res.outputs
-                print(f"- {name}: {d.get('backend')} ({d.get('source')}), input {lo:g}..{hi:g} "
-                      f"{d['input'].get('units', '')} x{n_in}, {out.shape[-1]} output(s) in "
-                      f"{d['output'].get('units', '')}")
-                print(f"    drove {u.shape[0]} x {u.shape[1]} steps: outputs {out.shape}, "
-                      f"mean {out.mean():.4g}, std {out.std():.3g}, range {out.min():.4g}..{out.max():.4g}")
-                print(f"    instrument time {res.instrument_s:.3g} s, wall {wall_s:.3g} s; "
-                      f"same seed, same outputs: {'yes' if same else 'NO'}")
+    scenario = Path(args.scenario) if args.scenario else QUICKSTART
+    if not scenario.is_file():
+        raise ConfigError(f"scenario {scenario} not found; pass --scenario PATH "
+                          "(the quickstart lives in the repository's scenarios/ folder)")
+    results = run_scenario(scenario, out=args.out, fresh=args.fresh, quick=args.quick,
+                           progress=not args.no_progress)
+    print(summary(results))
     return 0
+
+
+def summary(results: dict) -> str:
+    """A short table: each variant's metric in simulation and after transfer."""
+    lines = ["", "variant   simulation   after transfer   (accuracy, %)"]
+    for variant, entry in results.get("networks", {}).items():
+        sim = (entry.get("sim") or {}).get("accuracy")
+        tr = (entry.get("transfer") or {}).get("accuracy")
+        fmt = lambda v: f"{100 * v:10.1f}" if isinstance(v, (int, float)) else f"{'-':>10s}"
+        lines.append(f"{variant:8s} {fmt(sim)}   {fmt(tr)}")
+    snr = {k: v.get("snr") for k, v in results.get("rigs", {}).items() if isinstance(v, dict)}
+    if snr:
+        lines.append("measured SNR: " + ", ".join(
+            f"{k} {v:.2f}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in snr.items()))
+    return "\n".join(lines)
