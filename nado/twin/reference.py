@@ -4,7 +4,7 @@ The state is the paper's full vector ``Y = (y, a)`` (B, D + N_a). The delayed en
 drift ``(z(t-k+1) - z(t-k)) / 1 step``; with one Euler step per input sample this is exactly the
 shift that :mod:`nado.twin.integrate` performs. Inputs are held over each sample: the drift at time
 ``t`` uses sample ``floor(t)``; for Heun, whose corrector is evaluated at the end of the step
-``t1 = k + 1``, every second evaluation uses ``t1 - 1`` (``hold="heun"``). Heun agrees with our
+``t1 = k + 1``, an evaluation one step after the previous one uses ``t - 1`` (``hold="heun"``). Heun agrees with our
 integrator for ``n_delay = 0`` only: Heun applied to the shift drift is not a shift.
 :class:`FixedIncrements` feeds ``torchsde`` the very increments given to our integrator.
 """
@@ -21,27 +21,32 @@ from nado.twin.integrate import Packed, diffusion, drift_a, drift_z, heads, inpu
 
 class TwinSDEPlain(nn.Module):
     """``torchsde`` SDE (diagonal noise) equal to a packed twin driven by ``u`` (B, T, n_in),
-    written the usual torchsde way: separate ``f`` and ``g`` (each evaluates both networks)."""
+    written the usual torchsde way: only ``f`` and ``g`` methods, so torchsde calls them
+    separately and each evaluates both networks."""
 
     noise_type = "diagonal"
 
     def __init__(self, p: Packed, u: Tensor, *, sde_type: str = "ito", hold: str = "left"):
         super().__init__()
-        self.p, self.sde_type, self.hold, self._calls = p, sde_type, hold, 0
+        self.p, self.sde_type, self.hold, self._last_t = p, sde_type, hold, None
         self.pre = input_preactivation(p, u)
         self.d = p.n_obs * (p.n_delay + 1)
 
     def _index(self, t: Tensor) -> int:
-        k = math.floor(float(t) + 1e-9)
+        t = float(t)
+        k = math.floor(t + 1e-9)
         if self.hold == "heun":
-            k -= self._calls % 2          # predictor at t0 = k, corrector at t1 = k + 1
-            self._calls += 1
+            # Heun evaluates at t0 = k (predictor), then t1 = k + 1 (corrector, still sample k):
+            # a call one step after the previous one is a corrector.
+            if self._last_t is not None and abs(t - self._last_t - 1.0) < 1e-9:
+                k -= 1
+            self._last_t = t
         return min(max(k, 0), len(self.pre) - 1)
 
     def _split(self, y: Tensor):
         return y[:, :self.d], y[:, self.d:]
 
-    def f_and_g(self, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    def _f_and_g(self, t: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         p, n = self.p, self.p.n_obs
         yy, a = self._split(y)
         f, v = heads(p, yy, self.pre[self._index(t)])
@@ -55,10 +60,10 @@ class TwinSDEPlain(nn.Module):
         return torch.cat(parts, 1), torch.cat([g[:, :n], zeros, g[:, n:]], 1)
 
     def f(self, t: Tensor, y: Tensor) -> Tensor:
-        return self.f_and_g(t, y)[0]
+        return self._f_and_g(t, y)[0]
 
     def g(self, t: Tensor, y: Tensor) -> Tensor:
-        return self.f_and_g(t, y)[1]
+        return self._f_and_g(t, y)[1]
 
 
 
@@ -67,7 +72,7 @@ class TwinSDE(TwinSDEPlain):
     baseline)."""
 
     def f_and_g_prod(self, t: Tensor, y: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        f, g = self.f_and_g(t, y)
+        f, g = self._f_and_g(t, y)
         return f, g * v
 
 
