@@ -84,6 +84,13 @@ class Runner:
         print(msg, file=sys.stderr, flush=True)
 
     def run(self) -> dict[str, Any]:
+        """Every stage, then the report; stage locks left by a failure are released at the end."""
+        try:
+            return self._run()
+        finally:
+            self.cache.release_all()
+
+    def _run(self) -> dict[str, Any]:
         t0 = time.perf_counter()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(self.run_dir / "scenario.toml", dump_toml(self.sc.to_dict()).encode())

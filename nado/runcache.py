@@ -6,9 +6,21 @@ its seed, the keys of the stages it consumes (so a change upstream changes
 every key downstream) and a digest of the source code it runs (:func:`code_digest`). A folder ``CACHE/STAGE-KEY/`` is valid once its
 ``DONE`` marker exists (written last, atomically); an interrupted stage leaves
 no marker and is redone. ``fresh=True`` ignores and replaces existing folders.
+
+**Concurrency.** Several runs may share one cache (a sweep's trials, or a plain
+``nado run`` beside a sweep): :meth:`StageCache.lookup` takes an exclusive
+``fcntl.flock`` on ``CACHE/.STAGE-KEY.lock`` before it checks ``DONE`` and holds it
+until :meth:`StageCache.finish` (or :meth:`StageCache.release_all`, which
+:meth:`nado.run.Runner.run` calls in a ``finally``). A run that needs a stage another
+run is computing waits for it and then reuses it, instead of emptying the folder
+the other is writing. The kernel drops the lock when a process dies, so a killed
+run never blocks the others; its half-written folder has no ``DONE`` and is redone.
+(POSIX only; the cache folder must be on a file system with working ``flock`` --
+local disks, not every NFS.)
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import shutil
@@ -57,35 +69,69 @@ def _default(obj: Any) -> Any:
 
 
 class StageCache:
-    """Folders of finished stages under ``root``; counts hits and misses for the report."""
+    """Folders of finished stages under ``root``; counts hits and misses for the report.
+
+    Safe for concurrent runs (threads or processes) on one ``root``: see the module docstring.
+    """
 
     def __init__(self, root: str | Path, *, fresh: bool = False) -> None:
         self.root, self.fresh = Path(root), bool(fresh)
         self.hits: list[str] = []
         self.misses: list[str] = []
         self._seen: set[Path] = set()
+        self._held: dict[Path, Any] = {}
 
     def folder(self, stage: str, key: str) -> Path:
         return self.root / f"{stage}-{key}"
 
     def lookup(self, stage: str, inputs: Any) -> tuple[Path, bool]:
-        """``(folder, done)``; a folder not done is emptied, ready for the stage to write."""
+        """``(folder, done)``; a folder not done is emptied, ready for the stage to write.
+
+        Blocks while another run computes the same stage. When ``done`` is False this cache
+        holds the stage's lock until :meth:`finish` or :meth:`release_all`.
+        """
         key = stage_key(stage, inputs)
         d = self.folder(stage, key)
-        done = (d / "DONE").is_file()
-        if done and self.fresh and d not in self._seen:
-            done = False  # --fresh: recompute once per run, then reuse within the run
+        fh = self._held.pop(d, None)
+        if fh is None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fh = open(self.root / f".{d.name}.lock", "a+")
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)   # waits while another run computes it
+            except BaseException:
+                fh.close()
+                raise
+        try:
+            done = (d / "DONE").is_file()
+            if done and self.fresh and d not in self._seen:
+                done = False  # --fresh: recompute once per run, then reuse within the run
+            if not done:
+                if d.exists():
+                    shutil.rmtree(d)
+                d.mkdir(parents=True)
+                (d / "inputs.json").write_text(json.dumps(inputs, indent=1, default=_default,
+                                                          sort_keys=True))
+        except BaseException:
+            fh.close()
+            raise
         if done:
+            fh.close()                                    # finished folders are never rewritten
             self.hits.append(d.name)
         else:
-            if d.exists():
-                shutil.rmtree(d)
-            d.mkdir(parents=True)
-            (d / "inputs.json").write_text(json.dumps(inputs, indent=1, default=_default, sort_keys=True))
+            self._held[d] = fh
             self.misses.append(d.name)
         self._seen.add(d)
         return d, done
 
     def finish(self, folder: Path, summary: dict | None = None) -> None:
-        """Mark ``folder`` done (with an optional summary)."""
-        write_json_atomic(folder / "DONE", summary or {})
+        """Mark ``folder`` done (with an optional summary) and release its lock."""
+        write_json_atomic(Path(folder) / "DONE", summary or {})
+        fh = self._held.pop(Path(folder), None)
+        if fh is not None:
+            fh.close()
+
+    def release_all(self) -> None:
+        """Drop the locks of stages left unfinished (a failed run); their folders are redone later."""
+        for fh in self._held.values():
+            fh.close()
+        self._held.clear()

@@ -23,8 +23,8 @@ the last invocation's counts), ``failures.json``, and the table and figures of
 
 **Sharing stages.** Every trial uses the one cache, keyed by each stage's inputs
 (:mod:`nado.runcache`): trials that differ only in network or training settings
-share the dataset and the twin fits. :class:`nado.sweep_trial.LockedStageCache`
-makes it safe for concurrent trials (a file lock per stage).
+share the dataset and the twin fits. :class:`nado.runcache.StageCache`
+is safe for concurrent trials (a file lock per stage).
 
 **Resume.** A trial whose folder holds ``results.json`` and the same ``trial.toml``
 is done and skipped. A failed trial is recorded in ``failures.json`` (its error also

@@ -1,22 +1,16 @@
-"""One trial of a sweep, as a plain function (a Ray task or an in-process call), and its lock-safe cache.
+"""One trial of a sweep, as a plain function (a Ray task or an in-process call), and its result dict.
 
 :func:`run_trial` takes a plain dict (``name``, ``toml`` = the trial's scenario file,
 ``run_dir``, ``cache_dir``, ``quick``, ``threads``), pins torch to ``threads`` CPU
 threads, runs the scenario (its stage lines go to ``RUN_DIR/log.txt``) with :class:`nado.run.Runner` on a
-:class:`LockedStageCache`, and returns a plain dict: ``{"name", "status": "done" |
+:class:`nado.runcache.StageCache`, and returns a plain dict: ``{"name", "status": "done" |
 "failed", "seconds", "hits", "misses"}`` plus ``error``/``traceback`` when it failed
 (also written to ``RUN_DIR/error.json``). It never raises for a failing scenario.
 
-**Concurrent trials and the stage cache.** :class:`nado.runcache.StageCache` is
-safe against interruption (``DONE`` is written last, atomically) but not against
-two processes computing the same stage: the second would empty the folder the
-first is writing. :class:`LockedStageCache` adds an exclusive ``fcntl.flock`` on
-``CACHE/.STAGE-KEY.lock`` held from ``lookup`` (before ``DONE`` is checked) to
-``finish`` (or the end of the trial when the stage fails): a trial that needs a
-stage another trial is computing waits for it and then reuses it. The kernel drops
-the lock when a process dies, so a killed trial never blocks the others; its
-half-written folder has no ``DONE`` and is redone. (POSIX only; the cache folder
-must be on a file system with working ``flock`` -- local disks, not every NFS.)
+**Concurrent trials and the stage cache.** Trials share one
+:class:`nado.runcache.StageCache`, which locks each stage from ``lookup`` to
+``finish`` (see :mod:`nado.runcache`): a trial that needs a stage another trial is
+computing waits for it and then reuses it.
 """
 from __future__ import annotations
 
@@ -28,44 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .io import write_json_atomic
-from .runcache import StageCache, stage_key
-
-
-class LockedStageCache(StageCache):
-    """A :class:`StageCache` whose stages are computed by one process at a time (see module doc)."""
-
-    def __init__(self, root: str | Path, *, fresh: bool = False) -> None:
-        super().__init__(root, fresh=fresh)
-        self._held: dict[Path, Any] = {}
-
-    def lookup(self, stage: str, inputs: Any) -> tuple[Path, bool]:
-        import fcntl
-        self.root.mkdir(parents=True, exist_ok=True)
-        d = self.folder(stage, stage_key(stage, inputs))
-        fh = open(self.root / f".{d.name}.lock", "a+")
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)        # waits while another trial computes it
-        try:
-            d, done = super().lookup(stage, inputs)
-        except BaseException:
-            fh.close()
-            raise
-        if done:
-            fh.close()                                 # finished folders are never rewritten
-        else:
-            self._held[d] = fh
-        return d, done
-
-    def finish(self, folder: Path, summary: dict | None = None) -> None:
-        super().finish(folder, summary)
-        fh = self._held.pop(Path(folder), None)
-        if fh is not None:
-            fh.close()
-
-    def release_all(self) -> None:
-        """Drop the locks of stages left unfinished (a failed trial); their folders are redone later."""
-        for fh in self._held.values():
-            fh.close()
-        self._held.clear()
+from .runcache import StageCache
 
 
 def pin_threads(threads: int) -> None:
@@ -87,7 +44,7 @@ def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
         from .run import Runner
         from .scenario import load_scenario
         sc = load_scenario(spec["toml"], quick=bool(spec.get("quick", False)))
-        cache = LockedStageCache(spec["cache_dir"])
+        cache = StageCache(spec["cache_dir"])
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / "log.txt", "w") as logf, contextlib.redirect_stderr(logf):
             Runner(sc, run_dir, cache, progress=bool(spec.get("progress", False))).run()

@@ -131,16 +131,20 @@ def test_stage_keys_and_cache(tmp_path):
     (d / "out.txt").write_text("result")
     cache.finish(d)
     assert StageCache(tmp_path).lookup("s", {"x": 1}) == (d, True)
-    d2, done2 = StageCache(tmp_path).lookup("s", {"x": 2})
+    c2 = StageCache(tmp_path)
+    d2, done2 = c2.lookup("s", {"x": 2})
     assert not done2 and d2 != d
     # an unfinished stage is redone from an empty folder
     (d2 / "partial").write_text("x")
-    d3, done3 = StageCache(tmp_path).lookup("s", {"x": 2})
+    c2.release_all()                                   # the run failed mid-stage
+    c3 = StageCache(tmp_path)
+    d3, done3 = c3.lookup("s", {"x": 2})
     assert d3 == d2 and not done3 and not (d2 / "partial").exists()
+    c3.release_all()
     # --fresh recomputes once, then reuses within the run
     fresh = StageCache(tmp_path, fresh=True)
     assert fresh.lookup("s", {"x": 1})[1] is False
-    cache.finish(d)
+    fresh.finish(d)
     assert fresh.lookup("s", {"x": 1})[1] is True
 
 

@@ -1,5 +1,5 @@
 """nado sweep, fast parts: grid and override parsing, trial expansion, validation before work,
-the lock-safe stage cache, and resume / failure bookkeeping (with a stand-in trial function)."""
+the lock-safe stage cache (nado.runcache), and resume / failure bookkeeping (with a stand-in trial function)."""
 from __future__ import annotations
 
 import json
@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from nado.errors import ConfigError
+from nado.runcache import StageCache
 from nado.sweep import (Sweep, SweepSpec, apply_overrides, expand, parse_grid, parse_value,
                         run_sweep, split_values, trial_name)
 
@@ -105,12 +106,11 @@ def test_trial_scenarios_are_written_resolved(tmp_path):
 
 
 # ---------------------------------------------------------------- the stage cache under concurrency
-def test_locked_cache_lets_one_trial_compute_a_stage_and_the_other_reuse_it(tmp_path):
-    from nado.sweep_trial import LockedStageCache
+def test_stage_cache_lets_one_trial_compute_a_stage_and_the_other_reuse_it(tmp_path):
     events = []
 
     def trial(tag: str, delay: float) -> None:
-        cache = LockedStageCache(tmp_path)
+        cache = StageCache(tmp_path)
         d, done = cache.lookup("fit", {"x": 1})
         events.append((tag, "hit" if done else "miss", time.monotonic()))
         if not done:
@@ -133,13 +133,12 @@ def test_locked_cache_lets_one_trial_compute_a_stage_and_the_other_reuse_it(tmp_
     assert (d / "model").read_text() == "a" and (d / "DONE").is_file()
 
 
-def test_locked_cache_redoes_a_stage_left_unfinished(tmp_path):
-    from nado.sweep_trial import LockedStageCache
-    c1 = LockedStageCache(tmp_path)
+def test_stage_cache_redoes_a_stage_left_unfinished(tmp_path):
+    c1 = StageCache(tmp_path)
     d, done = c1.lookup("fit", {"x": 2})
     (d / "junk").write_text("half")
     c1.release_all()                                         # the trial failed mid-stage
-    c2 = LockedStageCache(tmp_path)
+    c2 = StageCache(tmp_path)
     d2, done2 = c2.lookup("fit", {"x": 2})
     assert d2 == d and not done and not done2 and not (d / "junk").exists()
     c2.finish(d2)

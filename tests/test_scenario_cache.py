@@ -1,0 +1,107 @@
+"""The stage cache (nado.runcache) under concurrent runs: one cache, two runners, each stage
+computed once; locks left by a failing run are released by Runner.run."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+import time
+
+import pytest
+
+from nado.runcache import StageCache
+
+
+def _runner_process(root: str, tag: str, delay: float, counter: str) -> None:
+    """A stand-in runner: three stages in order, each 'computed' (appending to counter) on a miss."""
+    cache = StageCache(root)
+    try:
+        for stage in ("collect", "ode", "sde"):
+            d, done = cache.lookup(stage, {"seed": 0})
+            if not done:
+                with open(counter, "a") as f:
+                    f.write(f"{tag}:{stage}\n")
+                (d / "part").write_text(tag)
+                time.sleep(delay)                  # the other runner must wait, not empty the folder
+                (d / "result").write_text(tag)
+                cache.finish(d)
+    finally:
+        cache.release_all()
+
+
+def test_two_runner_processes_on_one_cache_compute_each_stage_once(tmp_path):
+    counter = tmp_path / "computed.txt"
+    root = tmp_path / "cache"
+    ctx = mp.get_context("spawn")                  # no fork of a threaded pytest
+    procs = [ctx.Process(target=_runner_process, args=(str(root), tag, 0.3, str(counter)))
+             for tag in ("a", "b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    lines = counter.read_text().split()
+    assert sorted(line.split(":")[1] for line in lines) == ["collect", "ode", "sde"]   # once each
+    for stage in ("collect", "ode", "sde"):
+        d, = root.glob(f"{stage}-*")
+        assert (d / "DONE").is_file() and (d / "result").read_text() == (d / "part").read_text()
+
+
+def test_two_runner_threads_share_one_computation(tmp_path):
+    computed: list[str] = []
+    start = threading.Barrier(2)
+
+    def runner(tag: str) -> None:
+        cache = StageCache(tmp_path)
+        start.wait()
+        d, done = cache.lookup("fit", {"x": 1})
+        if not done:
+            computed.append(tag)
+            time.sleep(0.3)
+            (d / "model").write_text(tag)
+            cache.finish(d)
+        cache.release_all()
+
+    ts = [threading.Thread(target=runner, args=(t,)) for t in ("a", "b")]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(10)
+    assert len(computed) == 1
+    d, = tmp_path.glob("fit-*")
+    assert (d / "model").read_text() == computed[0]
+
+
+def test_lookup_twice_in_one_run_does_not_deadlock(tmp_path):
+    cache = StageCache(tmp_path)
+    d, done = cache.lookup("s", {"x": 1})
+    d2, done2 = cache.lookup("s", {"x": 1})        # e.g. a retried stage: reuses the held lock
+    assert d2 == d and not done and not done2
+    cache.finish(d)
+    assert cache._held == {}
+
+
+def test_runner_releases_stage_locks_when_a_run_fails(tmp_path, monkeypatch):
+    from nado.run import Runner
+    cache = StageCache(tmp_path / "cache")
+
+    def failing(self):
+        self.cache.lookup("collect-nra", {"x": 1})   # a stage starts, then the run fails
+        raise RuntimeError("rig on fire")
+
+    monkeypatch.setattr(Runner, "_run", failing)
+    runner = Runner.__new__(Runner)
+    runner.cache = cache
+    with pytest.raises(RuntimeError, match="rig on fire"):
+        runner.run()
+    assert cache._held == {}
+    got: list[bool] = []
+
+    def other() -> None:
+        c = StageCache(tmp_path / "cache")
+        got.append(c.lookup("collect-nra", {"x": 1})[1])
+        c.release_all()
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join(5)
+    assert got == [False]                          # not blocked; the unfinished stage is redone
