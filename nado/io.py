@@ -1,4 +1,9 @@
-"""Small file helpers shared by every stage: atomic writes (write, fsync, rename)."""
+"""Small file helpers shared by every stage: atomic writes (write, fsync, rename).
+
+``write_bytes_atomic``, ``write_json_atomic``, ``save_npy_atomic`` (a ``.npy`` array) and
+``savefig_atomic`` (a matplotlib figure): a reader (or a run killed mid-write) sees the old
+file or the new one, never half of one.
+"""
 from __future__ import annotations
 
 import json
@@ -27,6 +32,26 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON (numpy scalars and arrays allowed)."""
     write_bytes_atomic(path, (json.dumps(obj, indent=2, default=_jsonable) + "\n").encode())
+
+
+def save_npy_atomic(path: str | os.PathLike, array: Any) -> None:
+    """Atomically write ``array`` as a ``.npy`` file (``np.save`` to memory, then
+    :func:`write_bytes_atomic`); ``path`` is used as given (no ``.npy`` appended)."""
+    import io
+
+    import numpy as np
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def savefig_atomic(fig: Any, path: str | os.PathLike, **kwargs: Any) -> None:
+    """Atomically save a matplotlib ``fig`` to ``path`` (format from the suffix, e.g. ``.png``)."""
+    import io
+    path = Path(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=kwargs.pop("format", path.suffix.lstrip(".") or "png"), **kwargs)
+    write_bytes_atomic(path, buf.getvalue())
 
 
 def _jsonable(obj: Any) -> Any:

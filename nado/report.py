@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .io import write_bytes_atomic
+from .io import savefig_atomic, write_bytes_atomic
 
 REFERENCE = {
     "digits": ("Partially observable MNIST, 2 x 200 NRA, transferred accuracy: 96.8 % (25 % "
@@ -76,7 +76,7 @@ def accuracy_figure(results: dict, path: Path) -> str | None:
         if i == 0:
             ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    fig.savefig(path)
+    savefig_atomic(fig, path)
     return str(path)
 
 
@@ -103,7 +103,7 @@ def mse_horizon_figure(results: dict, path: Path) -> str | None:
     ax.set_ylabel("MSE after transfer")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
+    savefig_atomic(fig, path)
     return str(path)
 
 
@@ -132,7 +132,7 @@ def prediction_figure(results: dict, path: Path, horizon: int = 5) -> str | None
             ax.legend(fontsize=7, loc="upper right")
     ax.set_xlabel("step")
     fig.tight_layout()
-    fig.savefig(path)
+    savefig_atomic(fig, path)
     return str(path)
 
 
@@ -162,7 +162,7 @@ def training_figure(results: dict, path: Path) -> str | None:
     ax2.set_ylabel(f"validation {curves[0][1].get('val_metric', '')}")
     ax2.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(path)
+    savefig_atomic(fig, path)
     return str(path)
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .io import write_json_atomic
+from .io import save_npy_atomic, write_json_atomic
 from .runcache import code_digest
 
 TRAIN_DROP = ("progress",)
@@ -44,7 +44,7 @@ def run_networks(runner, conditions, clients) -> None:
             nets, by_depth = _regression(runner, cond, clients)
             entry["by_depth"] = by_depth
             target = runner.run_dir / f"targets_{cond.name}.npy"
-            np.save(target, np.asarray(cond.data["y_test"], dtype=np.float32))
+            save_npy_atomic(target, np.asarray(cond.data["y_test"], dtype=np.float32))
             entry["targets_file"] = str(target)
         entry["networks"] = nets
         if i == 0:
