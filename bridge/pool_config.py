@@ -97,7 +97,11 @@ def parse_pool(table: dict[str, Any], name: str = "pool") -> dict[str, Any]:
     members = table.get("members")
     if not isinstance(members, list) or not members:
         raise StationError(f"{where}.members must list at least one {{endpoint = \"tcp://...\", rig = \"...\"}}")
-    kw: dict[str, Any] = {"members": [member_from(m, i) for i, m in enumerate(members)], "name": name}
+    try:
+        parsed = [member_from(m, i) for i, m in enumerate(members)]
+    except StationError as exc:
+        raise StationError(f"{where}.{exc}") from None   # member_from names members[i]
+    kw: dict[str, Any] = {"members": parsed, "name": name}
     for key, kind in (("timeout_s", float), ("down_s", float), ("retries", int), ("chunk", int)):
         if key in table:
             v = table[key]

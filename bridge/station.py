@@ -13,12 +13,20 @@ A station is a TOML file::
 Each ``[rigs.NAME]`` table becomes ``Backend(name=NAME, **params)``, wrapped by
 ``bridge.limits.guard(rig, limits)``. bridge reserves the keys ``backend`` and
 ``limits``. Top-level tables other than ``rigs`` are kept for the server
-(``server``, ``security``) and anything else is refused:
+(``server``, ``security``) or name pools (``pools``); anything else is refused:
 
 - ``[security]``: CurveZMQ keys and the plain-transport policy (:mod:`bridge.auth`);
 - ``[server]``: ``RigServer`` settings ``queue_size``, ``cache_size``,
   ``cache_age_s``, ``cache_bytes``, ``max_message_bytes``, ``max_lease_s``,
-  ``heartbeat_s`` (see :func:`server_options`). Without a file the
+  ``heartbeat_s`` (see :func:`server_options`);
+- ``[pools.NAME]``: a pool of rigs of one kind on several servers, for clients
+  (``members = [{endpoint = "tcp://...", rig = "nra"}, ...]``, optional ``timeout_s``,
+  ``retries``, ``chunk``, ``down_s``), checked by :func:`bridge.pool.parse_pools` and
+  kept in :attr:`Station.pools` (``{NAME: RigPool keyword arguments}``); build one with
+  :func:`bridge.pool.load_pool`. A server ignores pools. A station may hold only pools
+  (a client-side file); serving such a station is refused.
+
+Without a file the
 built-in station serves the emulated ``nra`` (``physics.nra``) and ``asvi``
 (``physics.asvi``) rigs.
 
@@ -43,7 +51,7 @@ from .errors import BridgeError, StationError
 
 ENTRY_POINT_GROUP = "bridge.backends"
 RESERVED = ("backend", "limits")
-TOP_LEVEL = ("rigs", "server", "security")
+TOP_LEVEL = ("rigs", "server", "security", "pools")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -59,11 +67,13 @@ class RigSpec:
 
 @dataclass(frozen=True)
 class Station:
-    """A parsed station: ``rigs`` in file order; ``settings`` = the other top-level tables."""
+    """A parsed station: ``rigs`` in file order; ``settings`` = the other top-level tables;
+    ``pools`` = ``{NAME: RigPool keyword arguments}`` from ``[pools.NAME]`` tables."""
 
     path: str | None
     rigs: tuple[RigSpec, ...]
     settings: dict[str, Any] = field(default_factory=dict)
+    pools: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 BUILTIN = Station(path=None, rigs=(RigSpec("nra", "physics.nra"), RigSpec("asvi", "physics.asvi")))
@@ -90,8 +100,13 @@ def parse_station(data: dict[str, Any], path: str | None = None) -> Station:
     unknown = sorted(set(data) - set(TOP_LEVEL))
     if unknown:
         raise StationError(f"{where}: unknown top-level key(s) {unknown}; a station has {list(TOP_LEVEL)}")
-    rigs = data.get("rigs")
-    if not isinstance(rigs, dict) or not rigs:
+    from .pool_config import parse_pools
+    try:
+        pools = parse_pools(data)
+    except StationError as exc:
+        raise StationError(f"{where}: {exc}") from None
+    rigs = data.get("rigs", {} if pools else None)
+    if not isinstance(rigs, dict) or (not rigs and not pools):
         raise StationError(f"{where}: no rigs; add at least one table like [rigs.nra] backend = \"physics.nra\"")
     specs = []
     for name, table in rigs.items():
@@ -110,8 +125,8 @@ def parse_station(data: dict[str, Any], path: str | None = None) -> Station:
         if "name" in params:
             raise StationError(f"{where}: rigs.{name}.name is implied by the table name; remove the key")
         specs.append(RigSpec(name, backend, params, limits))
-    settings = {k: v for k, v in data.items() if k != "rigs"}
-    return Station(path=path, rigs=tuple(specs), settings=settings)
+    settings = {k: v for k, v in data.items() if k not in ("rigs", "pools")}
+    return Station(path=path, rigs=tuple(specs), settings=settings, pools=pools)
 
 
 def known_backends() -> list[str]:
@@ -241,6 +256,9 @@ def serve(path_or_station: str | Path | Station | None, bind: str | list[str], *
     from .server import RigServer
     station = (path_or_station if isinstance(path_or_station, Station)
                else load_station(path_or_station))
+    if not station.rigs:
+        raise StationError(f"{station.path or 'station'}: it lists only pools ({sorted(station.pools)}), "
+                           "no rigs to serve; serve the members' own stations, or add [rigs.NAME] tables")
     server_kw = {**server_options(station), **server_kw}
     rigs = build_rigs(station)
     try:

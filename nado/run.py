@@ -5,7 +5,8 @@ Stages, in order (each cached by a hash of its inputs, see :mod:`nado.runcache`)
 1. task data (loaded first, so a missing data file fails before any instrument time);
 2. rigs: start the scenario's station in-process (``bridge.station.serve`` on an
    ``ipc://`` or ``inproc://`` endpoint) or attach to ``station.endpoint``; one
-   ``bridge.RigClient`` per device kind;
+   ``bridge.RigClient`` per device kind, or a ``bridge.pool.RigPool`` for a kind named
+   ``"pool:NAME"`` in ``[rigs]`` (see :func:`open_rigs`);
 3. per device kind: active range + dataset (:func:`nado.collect.collect`), the SNR
    measured on its repeats set (:mod:`nado.snr`), optionally structured hold sequences
    added to the twins' training data (``[collect] holds``, :mod:`nado.supplement`), ODE and SDE twins
@@ -101,7 +102,10 @@ class Runner:
             self.results["conditions"][c.name] = {"info": c.info}
         self.keys["task"] = task_digest(conditions)
         with open_rigs(self.sc) as (endpoint, clients):
-            self.results["station"] = {"endpoint": endpoint, "started_here": not self.sc.station.endpoint}
+            self.results["station"] = {"endpoint": endpoint,
+                                       "started_here": endpoint is not None and not self.sc.station.endpoint,
+                                       "pools": {k: self.sc.pool_name(k) for k in self.sc.kinds
+                                                 if self.sc.pool_name(k) is not None}}
             for kind in self.sc.kinds:
                 self.device_stages(kind, clients[kind])
             from .run_networks import run_networks
@@ -235,13 +239,21 @@ class Runner:
 
 # ---------------------------------------------------------------------- helpers
 @contextlib.contextmanager
-def open_rigs(sc: Scenario) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Start (or attach to) the station; yield ``(endpoint, {kind: RigClient})``; close all after."""
+def open_rigs(sc: Scenario) -> Iterator[tuple[str | None, dict[str, Any]]]:
+    """Start (or attach to) the station; yield ``(endpoint, {kind: client})``; close all after.
+
+    A kind named ``"pool:NAME"`` in ``[rigs]`` gets a connected :class:`bridge.pool.RigPool`
+    (:func:`bridge.pool.load_pool` on the scenario's or the station file's ``[pools.NAME]``;
+    ``station.timeout_s`` unless the pool sets ``timeout_s``) instead of a ``RigClient``.
+    The station is started only when some kind is not pooled (``endpoint`` is then None).
+    """
     from bridge import RigClient
     server = None
+    endpoint: str | None = None
+    pooled = {k: sc.pool_name(k) for k in sc.kinds if sc.pool_name(k) is not None}
     if sc.station.endpoint:
         endpoint = sc.station.endpoint
-    else:
+    elif any(k not in pooled for k in sc.kinds):
         path = None if sc.station.path == "builtin" else sc.resolve_path(sc.station.path)
         if path is not None and not path.is_file():
             raise ConfigError(f"station.path: station file not found: {path}")
@@ -253,14 +265,20 @@ def open_rigs(sc: Scenario) -> Iterator[tuple[str, dict[str, Any]]]:
     clients: dict[str, Any] = {}
     try:
         for kind in sc.kinds:
-            clients[kind] = RigClient(endpoint, sc.rig_name(kind), timeout_s=sc.station.timeout_s)
+            if kind in pooled:
+                from bridge.pool import load_pool
+                table = sc.pool_table(pooled[kind])
+                clients[kind] = load_pool(table, pooled[kind], **(
+                    {} if "timeout_s" in table else {"timeout_s": sc.station.timeout_s}))
+            else:
+                clients[kind] = RigClient(endpoint, sc.rig_name(kind), timeout_s=sc.station.timeout_s)
         yield endpoint, clients
     finally:
         for c in clients.values():
             c.close()
         if server is not None:
             server.close()
-        if endpoint.startswith("ipc://") and server is not None:
+        if endpoint is not None and endpoint.startswith("ipc://") and server is not None:
             Path(endpoint[len("ipc://"):]).unlink(missing_ok=True)
 
 

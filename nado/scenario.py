@@ -6,7 +6,11 @@ Sections (every key optional unless marked; defaults in the dataclasses below)::
     [station]  path = "builtin" | "path/to/station.toml" (relative to the scenario file)
                endpoint = "tcp://host:port" (attach to a running server instead)
                bind = "ipc" | "inproc" (how an in-process station is served), timeout_s
-    [rigs]     device kind -> rig name in the station, e.g. nra = "nra", asvi = "asvi"
+    [rigs]     device kind -> rig name in the station, e.g. nra = "nra", asvi = "asvi";
+               or nra = "pool:NAME": drive that kind through a pool of rigs (bridge.pool)
+    [pools.NAME] members = [{endpoint = "tcp://host:port", rig = "nra"}, ...], and optionally
+               timeout_s, retries, chunk, down_s (bridge.pool.parse_pool). A "pool:NAME" is
+               looked up here first, then in the station file's [pools.NAME]
     [collect]  sequences, length, repeats = [M, R], resets, batch, mode, reset_prob;
                holds, hold_max: extra twin-training sequences of held and extreme inputs
                (nado.supplement; 0 = the paper's uniform sequences only)
@@ -66,6 +70,33 @@ class Scenario:
     quick: bool = False
     source: str = ""
     raw: dict = field(default_factory=dict)
+    pools: dict = field(default_factory=dict)
+
+    def pool_name(self, kind: str) -> str | None:
+        """NAME when ``[rigs] KIND = "pool:NAME"``, else None."""
+        rig = self.rig_name(kind)
+        return rig[len(POOL_PREFIX):] if rig.startswith(POOL_PREFIX) else None
+
+    def pool_table(self, name: str) -> dict[str, Any]:
+        """The ``[pools.NAME]`` table: the scenario's own, else the station file's.
+
+        Raises ConfigError when neither has it.
+        """
+        if name in self.pools:
+            return dict(self.pools[name])
+        path = None
+        if not self.station.endpoint and self.station.path != "builtin":
+            path = self.resolve_path(self.station.path)
+        if path is not None and path.is_file():
+            try:
+                table = tomllib.loads(path.read_text()).get("pools", {}).get(name)
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"station.path {path} is not valid TOML: {exc}") from None
+            if isinstance(table, dict):
+                return dict(table)
+        where = "the scenario" + (f" or its station file {path}" if path is not None else "")
+        raise ConfigError(f"no [pools.{name}] in {where}; add [pools.{name}] members = "
+                          "[{endpoint = \"tcp://HOST:PORT\", rig = \"nra\"}, ...]")
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -119,11 +150,50 @@ def validate(raw: dict, *, quick: bool = False, source: str = "") -> Scenario:
         raise ConfigError(f"[network]/[train]: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"[network]/[train]: {exc}") from None
-    return Scenario(run=_run(_table(body, "run")), station=_station(_table(body, "station")),
-                    rigs=dict(rigs), collect=_collect(_table(body, "collect"), kinds),
-                    twins=_twins(_table(body, "twins"), kinds), task=task, network=network,
-                    train=train, variants=_variants(_table(body, "variants"), task, network.layers),
-                    quick=quick, source=str(source), raw=raw)
+    sc = Scenario(run=_run(_table(body, "run")), station=_station(_table(body, "station")),
+                  rigs=dict(rigs), collect=_collect(_table(body, "collect"), kinds),
+                  twins=_twins(_table(body, "twins"), kinds), task=task, network=network,
+                  train=train, variants=_variants(_table(body, "variants"), task, network.layers),
+                  quick=quick, source=str(source), raw=raw, pools=_pools(body))
+    _check_pooled_kinds(sc)
+    return sc
+
+
+POOL_PREFIX = "pool:"
+
+
+def _pools(body: dict) -> dict[str, dict]:
+    """The scenario's ``[pools.NAME]`` tables, checked by bridge.pool_config.parse_pools."""
+    from bridge.errors import StationError
+    from bridge.pool_config import parse_pools
+    pools = _table(body, "pools")
+    try:
+        parse_pools({"pools": pools})
+    except StationError as exc:
+        raise ConfigError(str(exc)) from None
+    return {k: dict(v) for k, v in pools.items()}
+
+
+def _check_pooled_kinds(sc: Scenario) -> None:
+    """Every ``pool:NAME`` exists (scenario or station file) and its kind collects with resets."""
+    from bridge.errors import StationError
+    from bridge.pool_config import parse_pool
+    for kind in sc.kinds:
+        name = sc.pool_name(kind)
+        if name is None:
+            continue
+        if not name:
+            raise ConfigError(f'rigs.{kind} = "pool:" needs a pool name, e.g. "pool:nra_lab"')
+        try:
+            parse_pool(sc.pool_table(name), name)
+        except ConfigError as exc:
+            raise ConfigError(f'rigs.{kind} = "pool:{name}": {exc}') from None
+        except StationError as exc:
+            raise ConfigError(f'rigs.{kind} = "pool:{name}": {exc}') from None
+        if sc.collect.for_kind(kind)["mode"] == "long":
+            raise ConfigError(f'collect.mode = "long" drives {kind} with reset=False (one continuing '
+                              f'sequence), which a pool refuses (rigs.{kind} = "pool:{name}"): use '
+                              f'mode = "sequences", or name one rig for {kind}')
 
 
 def load_scenario(path: str | Path, *, quick: bool = False) -> Scenario:
@@ -164,6 +234,7 @@ def resolved_tables(sc: Scenario) -> dict[str, Any]:
     if "data_dir" in task:
         task["data_dir"] = str(sc.resolve_path(task["data_dir"]).resolve())
     train = {k: v for k, v in sc.train_config().to_dict().items() if k not in NETWORK_KEYS}
+    pools = {"pools": sc.pools} if sc.pools else {}
     return json.loads(json.dumps({
         "run": asdict(sc.run), "station": station,
         "rigs": {k: sc.rig_name(k) for k in sc.kinds} | dict(sc.rigs),
@@ -171,4 +242,4 @@ def resolved_tables(sc: Scenario) -> dict[str, Any]:
         "network": {"layers": list(sc.network.layers), **sc.network.params},
         "train": train,
         "variants": {"list": list(sc.variants.names), "depths": list(sc.variants.depths)},
-    }, default=list))
+    } | pools, default=list))

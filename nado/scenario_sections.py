@@ -26,7 +26,7 @@ TASK_KEYS = {
     "emg": ("data_dir", "subjects", "synthetic", "window", "cutoff_hz"),
 }
 SECTIONS = ("run", "station", "rigs", "collect", "twins", "task", "network", "train", "variants",
-            "budget")
+            "pools", "budget")
 
 
 def _task_family(kind: str) -> str:
