@@ -6,7 +6,8 @@ root mean square, over sequences and steps, of the std over repeats; SNR =
 signal / noise per output channel (then the median for a spectrum). Also the
 lag-1 autocorrelation in time of the repeat residuals (the noise's whiteness).
 
-Works with anything that has ``describe()`` and ``drive()``: a rig or a
+The figures come from :func:`nado.snr.snr_from_repeats`, the one implementation that
+``nado run`` also uses. Works with anything that has ``describe()`` and ``drive()``: a rig or a
 ``bridge.RigClient``.
 """
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from nado.snr import snr_from_repeats  # the one SNR definition; emulator may import nado
 
 
 def repeat_responses(rig: Any, lo, hi, *, M: int = 64, R: int = 32, T: int = 20,
@@ -27,20 +30,6 @@ def repeat_responses(rig: Any, lo, hi, *, M: int = 64, R: int = 32, T: int = 20,
     return res.outputs.reshape(M, R, T, -1)
 
 
-def snr_of(y: np.ndarray) -> dict[str, Any]:
-    """SNR figures of responses ``y`` shaped ``(M, R, T, n_out)``."""
-    mean = y.mean(axis=1)                                        # (M, T, n_out)
-    signal = mean.reshape(-1, y.shape[-1]).std(axis=0)
-    noise = np.sqrt(y.var(axis=1, ddof=1).reshape(-1, y.shape[-1]).mean(axis=0))
-    snr = signal / np.where(noise > 0, noise, np.nan)
-    resid = y - mean[:, None]
-    a, b = resid[:, :, :-1], resid[:, :, 1:]
-    lag1 = (a * b).mean(axis=(0, 1, 2)) / np.sqrt((a * a).mean(axis=(0, 1, 2)) * (b * b).mean(axis=(0, 1, 2)))
-    return {"snr": float(np.nanmedian(snr)), "snr_p10": float(np.nanpercentile(snr, 10)),
-            "snr_p90": float(np.nanpercentile(snr, 90)), "snr_per_channel": snr.tolist(),
-            "signal": signal.tolist(), "noise": noise.tolist(), "lag1": float(np.nanmedian(lag1))}
-
-
 def measure_snr(rig: Any, lo, hi, *, M: int = 64, R: int = 32, T: int = 20, seed: int = 0) -> dict:
     """DESIGN.md's SNR of ``rig`` over the active range lo..hi (see the module docstring)."""
-    return snr_of(repeat_responses(rig, lo, hi, M=M, R=R, T=T, seed=seed))
+    return snr_from_repeats(repeat_responses(rig, lo, hi, M=M, R=R, T=T, seed=seed))

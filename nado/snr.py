@@ -17,8 +17,10 @@ import numpy as np
 def snr_from_repeats(outputs: np.ndarray) -> dict[str, Any]:
     """SNR of repeated measurements ``outputs (M, R, T, n_out)``.
 
-    Returns ``{snr (median over channels), per_channel [n_out], signal [n_out], noise [n_out],
-    M, R, T}``. Raises ValueError when ``R < 2`` or ``M * T < 2``.
+    Returns ``{snr (median over channels), snr_p10, snr_p90 (percentiles over channels),
+    per_channel [n_out], signal [n_out], noise [n_out], lag1 (median over channels of the lag-1
+    autocorrelation in time of the repeat residuals: the noise's whiteness), M, R, T}``.
+    Raises ValueError when ``R < 2`` or ``M * T < 2``.
     """
     y = np.asarray(outputs, dtype=np.float64)
     if y.ndim != 4:
@@ -29,5 +31,12 @@ def snr_from_repeats(outputs: np.ndarray) -> dict[str, Any]:
     signal = y.mean(axis=1).reshape(M * T, n).std(axis=0)
     noise = np.sqrt((y.std(axis=1, ddof=1) ** 2).reshape(M * T, n).mean(axis=0))
     per = np.where(noise > 0, signal / np.where(noise > 0, noise, 1.0), np.inf)
-    return {"snr": float(np.median(per)), "per_channel": per.tolist(), "signal": signal.tolist(),
-            "noise": noise.tolist(), "M": M, "R": R, "T": T}
+    resid = y - y.mean(axis=1, keepdims=True)
+    a, b = resid[:, :, :-1], resid[:, :, 1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lag1 = (a * b).mean(axis=(0, 1, 2)) / np.sqrt((a * a).mean(axis=(0, 1, 2)) * (b * b).mean(axis=(0, 1, 2)))
+    return {"snr": float(np.median(per)), "snr_p10": float(np.percentile(per, 10)),
+            "snr_p90": float(np.percentile(per, 90)), "per_channel": per.tolist(),
+            "signal": signal.tolist(), "noise": noise.tolist(),
+            "lag1": float(np.nanmedian(lag1)) if T > 1 and np.isfinite(lag1).any() else float("nan"),
+            "M": M, "R": R, "T": T}
