@@ -24,11 +24,13 @@ the frames' memory (``np.frombuffer``). Malformed input raises
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any, Sequence
 
 import msgpack
 import numpy as np
 import zmq
+from zmq.backend import Socket as _ZmqSocket
 
 from .errors import ProtocolError
 
@@ -77,6 +79,9 @@ def _refuse_ext(code: int, data: bytes) -> Any:
     raise ProtocolError(BAD_REQUEST, f"msgpack extension type {code} is not allowed in headers")
 
 
+_unpackb = msgpack.unpackb
+
+
 def unpack_header(data: bytes | memoryview) -> dict[str, Any]:
     """Unpack a header frame (msgpack map with str keys) within the limits; raise ProtocolError."""
     n = len(data)
@@ -86,10 +91,9 @@ def unpack_header(data: bytes | memoryview) -> dict[str, Any]:
         raise ProtocolError(BAD_REQUEST, f"header of {n} bytes exceeds the limit of {MAX_HEADER_BYTES}; "
                                          "send arrays as buffer frames, not inside the header")
     try:
-        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True,
-                              ext_hook=_refuse_ext, timestamp=0,
-                              max_str_len=n, max_bin_len=n, max_array_len=n,
-                              max_map_len=n, max_ext_len=0)
+        # raw=False, strict_map_key=True, use_list=True and every max_*_len = len(data) are
+        # unpackb's defaults (msgpack >= 1.0); spelling them out costs a microsecond per message.
+        obj = _unpackb(data, ext_hook=_refuse_ext, timestamp=0, max_ext_len=0)
     except ProtocolError:
         raise
     except Exception as exc:  # msgpack raises several unrelated types on garbage
@@ -107,9 +111,16 @@ def _pack_default(obj: Any) -> Any:
     raise TypeError(f"cannot send {type(obj).__name__} in a header")
 
 
+_tls = threading.local()   # one msgpack.Packer per thread (a Packer is not thread-safe)
+
+
 def pack_header(header: dict[str, Any]) -> bytes:
     """Pack a header map (numpy scalars become Python numbers)."""
-    return msgpack.packb(header, use_bin_type=True, default=_pack_default)
+    try:
+        return _tls.packer.pack(header)
+    except AttributeError:
+        _tls.packer = msgpack.Packer(use_bin_type=True, default=_pack_default)
+        return _tls.packer.pack(header)
 
 
 _NP_DTYPES = {s: np.dtype(s) for s in DTYPES}
@@ -174,26 +185,55 @@ def _array_from_ref(ref: dict[str, Any], frames: Sequence[Any], used: list[bool]
     npdt = _NP_DTYPES.get(dtype) if type(dtype) is str else None
     if npdt is None:
         raise ProtocolError(BAD_INPUT, f"dtype {dtype!r} is not accepted; use one of {list(DTYPES)}")
-    ok = type(shape) is list and len(shape) <= MAX_NDIM
-    if ok:
-        for d in shape:
-            if type(d) is not int or d < 0:
-                ok = False
-                break
-    if not ok:
+    if type(shape) is not list or len(shape) > MAX_NDIM:
         raise ProtocolError(BAD_REQUEST, f"shape must be a list of at most {MAX_NDIM} non-negative ints, got {shape!r}")
+    expected = npdt.itemsize
+    for d in shape:
+        if type(d) is not int or d < 0:
+            raise ProtocolError(BAD_REQUEST, f"shape must be a list of at most {MAX_NDIM} non-negative ints, "
+                                             f"got {shape!r}")
+        expected *= d
     used[i] = True
-    expected = math.prod(shape) * npdt.itemsize
     frame = frames[i]
-    nbytes = len(frame) if type(frame) in (bytes, zmq.Frame) else memoryview(frame).nbytes
+    t = type(frame)
+    if t is not _Frame and t is not bytes:
+        frame = memoryview(frame)
+        nbytes = frame.nbytes
+    else:
+        nbytes = len(frame)
     if nbytes != expected:
         raise ProtocolError(BAD_REQUEST, f"buffer frame {i} holds {nbytes} bytes but dtype {dtype} "
                                          f"shape {shape} needs {expected}")
     # A view of the frame's memory (the array keeps the frame alive); writable for received frames.
-    return np.ndarray(shape, npdt, frame if type(frame) in (bytes, zmq.Frame) else memoryview(frame))
+    return _ndarray(shape, npdt, frame)
 
 
-_SCALARS = (type(None), bool, int, float, str)
+_Frame = zmq.Frame
+_ndarray = np.ndarray
+_SCALARS = frozenset({type(None), bool, int, float, str})
+
+
+def _walk(o: Any, bufs: Sequence[Any], used: list[bool], depth: int) -> Any:
+    t = type(o)
+    if t is dict:
+        if ND_KEY in o:
+            return _array_from_ref(o, bufs, used)
+        if depth > MAX_DEPTH:
+            raise ProtocolError(BAD_REQUEST, f"header nests deeper than {MAX_DEPTH}")
+        for k, v in o.items():
+            if type(v) not in _SCALARS:
+                o[k] = _walk(v, bufs, used, depth + 1)
+        return o
+    if t is list:
+        if depth > MAX_DEPTH:
+            raise ProtocolError(BAD_REQUEST, f"header nests deeper than {MAX_DEPTH}")
+        for k, v in enumerate(o):
+            if type(v) not in _SCALARS:
+                o[k] = _walk(v, bufs, used, depth + 1)
+        return o
+    if t in _SCALARS:
+        return o
+    raise ProtocolError(BAD_REQUEST, f"headers may not carry {type(o).__name__} values")
 
 
 def resolve(obj: Any, bufs: Sequence[Any]) -> Any:
@@ -206,30 +246,7 @@ def resolve(obj: Any, bufs: Sequence[Any]) -> Any:
     if len(bufs) > MAX_FRAMES:
         raise ProtocolError(BAD_REQUEST, f"message has {len(bufs)} buffer frames; the limit is {MAX_FRAMES}")
     used = [False] * len(bufs)
-
-    def walk(o: Any, depth: int) -> Any:
-        t = type(o)
-        if t is dict:
-            if ND_KEY in o:
-                return _array_from_ref(o, bufs, used)
-            if depth > MAX_DEPTH:
-                raise ProtocolError(BAD_REQUEST, f"header nests deeper than {MAX_DEPTH}")
-            for k, v in o.items():
-                if type(v) not in _SCALARS:
-                    o[k] = walk(v, depth + 1)
-            return o
-        if t is list:
-            if depth > MAX_DEPTH:
-                raise ProtocolError(BAD_REQUEST, f"header nests deeper than {MAX_DEPTH}")
-            for k, v in enumerate(o):
-                if type(v) not in _SCALARS:
-                    o[k] = walk(v, depth + 1)
-            return o
-        if t in _SCALARS:
-            return o
-        raise ProtocolError(BAD_REQUEST, f"headers may not carry {type(o).__name__} values")
-
-    out = walk(obj, 0)
+    out = _walk(obj, bufs, used, 0)
     if not all(used):
         missing = [i for i, u in enumerate(used) if not u]
         raise ProtocolError(BAD_REQUEST, f"buffer frame(s) {missing} are not referenced by the header")
@@ -248,7 +265,8 @@ def decode(frames: Sequence[Any]) -> dict[str, Any]:
     """
     if not frames:
         raise ProtocolError(BAD_REQUEST, "message has no header frame")
-    return resolve(unpack_header(_frame_buffer(frames[0])), frames[1:])
+    f = frames[0]
+    return resolve(unpack_header(f.buffer if type(f) is _Frame else _frame_buffer(f)), frames[1:])
 
 
 # ---- argument schemas --------------------------------------------------------------------
@@ -313,20 +331,38 @@ def error_frames(req_id: str | None, code: str, message: str) -> list[bytes]:
 
 
 # ---- transport helpers (pyzmq's send/recv_multipart cost more per frame) -------------------
+#
+# These call the Cython backend's send/recv directly: the ``zmq.Socket`` wrappers add a
+# Python frame (and keyword handling) per call, about a microsecond each on a small message.
+# Small frames are copied into the ZeroMQ message (cheaper than a zero-copy ``zmq.Frame``);
+# frames of ``COPY_BELOW`` bytes or more travel zero-copy.
 
 _SNDMORE = int(zmq.SNDMORE)
+_bsend = _ZmqSocket.send
+_brecv = _ZmqSocket.recv
+COPY_BELOW = 1 << 16
 
 
 def send_frames(sock: zmq.Socket, frames: Sequence[Any], flags: int = 0) -> None:
     """Send ``frames`` as one multipart message, zero-copy for large buffers."""
     last = len(frames) - 1
+    more = flags | _SNDMORE
     for i, frame in enumerate(frames):
-        sock.send(frame, flags | _SNDMORE if i < last else flags, copy=False)
+        t = type(frame)
+        if t is bytes:
+            copy = True
+        elif t is np.ndarray:
+            copy = frame.nbytes < COPY_BELOW
+        else:
+            copy = False
+        _bsend(sock, frame, more if i < last else flags, copy, False)
 
 
 def recv_frames(sock: zmq.Socket, flags: int = 0) -> list:
     """Receive one multipart message as ``zmq.Frame`` objects (no copies)."""
-    parts = [sock.recv(flags, copy=False)]
-    while parts[-1].more:
-        parts.append(sock.recv(0, copy=False))
+    f = _brecv(sock, flags, False, False)
+    parts = [f]
+    while f.more:
+        f = _brecv(sock, 0, False, False)
+        parts.append(f)
     return parts

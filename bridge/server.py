@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 
 _NAME = f"bridge@{_socket.gethostname()}"
 _NOBLOCK, _EVENTS, _POLLIN = int(zmq.NOBLOCK), int(zmq.EVENTS), int(zmq.POLLIN)
+_zmq_poll = zmq.backend.zmq_poll          # the Cython calls, without zmq.Poller's / Socket's wrappers
+_getsockopt = zmq.backend.Socket.get
 
 
 class RigServer(LeaseOps):
@@ -199,19 +201,18 @@ class RigServer(LeaseOps):
     def _loop(self) -> None:
         for w in self._workers.values():
             w.start()
-        poller = zmq.Poller()
-        poller.register(self._router, zmq.POLLIN)
-        poller.register(self._results, zmq.POLLIN)
-        poller.register(self._wake_r, zmq.POLLIN)
+        router, results = self._router, self._results
+        items = [(router, _POLLIN), (results, _POLLIN), (self._wake_r.fileno(), _POLLIN)]
+        leases, stop = self._leases.leases, self._stop
         try:
-            while not self._stop.is_set():
-                events = dict(poller.poll(250 if self._leases.leases else 500))
-                if self._leases.leases:
+            while not stop.is_set():
+                events = [s for s, _ in _zmq_poll(items, 250 if leases else 500)]
+                if leases:
                     self._expire_leases()
-                if self._results in events:
-                    self._drain(self._results, self._on_result)
-                if self._router in events:
-                    self._drain(self._router, self._on_request)
+                if results in events:
+                    self._drain(results, self._on_result)
+                if router in events:
+                    self._drain(router, self._on_request)
         finally:
             for w in self._workers.values():
                 w.jobs.put(None)
@@ -231,7 +232,7 @@ class RigServer(LeaseOps):
             except Exception:  # never let one message stop the server
                 log.exception("internal error while handling a message")
                 self._errors[P.INTERNAL] += 1
-            if not sock.getsockopt(_EVENTS) & _POLLIN:
+            if not _getsockopt(sock, _EVENTS) & _POLLIN:
                 return
 
     def _close_sockets(self) -> None:

@@ -101,6 +101,8 @@ class RigWorker(threading.Thread):
         self.runs = 0
         self.inline_ok = (description.get("emulated") is not False
                           and getattr(rig, "bridge_inline", True) is not False)
+        self._limits_of: Any = None   # the description self._lim was computed from
+        self._lim = (0, 0.0, 0.0, 0)
         hook = getattr(rig, "bridge_fault_hook", None)
         self.fault_hook = hook if callable(hook) else None
 
@@ -194,20 +196,38 @@ class RigWorker(threading.Thread):
             log.exception("cannot encode the reply of rig %s", self.rig_name)
             return P.INTERNAL, P.error_frames(rid, P.INTERNAL, f"cannot encode the reply of rig '{self.rig_name}': {exc}")
 
+    def _limits(self) -> tuple[int, float, float, int]:
+        """(n_in, input min, input max, n_out) of the current description, computed once per description."""
+        d = self.description
+        if d is not self._limits_of:
+            inp = d["input"]
+            self._lim = (int(inp["dims"][0]), float(inp["min"]), float(inp["max"]), int(d["output"]["dims"][0]))
+            self._limits_of = d
+        return self._lim
+
     def _drive(self, args: dict) -> dict:
-        x = validate_inputs(args["inputs"], self.description)  # BadInput / OutOfRange before the rig
+        n_in, lo, hi, n_out = self._limits()
+        x = args["inputs"]
+        # BadInput / OutOfRange before the rig. Fast path (valid float64 within finite bounds):
+        # one min and one max reduction (NaN fails both comparisons); else the precise check.
+        if not (type(x) is np.ndarray and x.dtype is _F8 and x.ndim == 3 and x.shape[2] == n_in and x.size
+                and -math.inf < lo and hi < math.inf and lo <= _umin(x, None) and _umax(x, None) <= hi):
+            x = check_inputs(x, self.description)
         self.drives += 1
         res = self.rig.drive(x, reset=args.get("reset", True), seed=args.get("seed"))
         out, init = _f8(res.outputs), _f8(res.initial)
-        B, T = x.shape[:2]
-        n_out = int(self.description["output"]["dims"][0])
-        if out.shape != (B, T, n_out) or init.shape != (B, n_out):
+        shape = x.shape
+        if out.shape != (shape[0], shape[1], n_out) or init.shape != (shape[0], n_out):
+            B, T = shape[:2]
             raise RigError(P.RIG_FAULT, f"rig '{self.rig_name}' returned outputs {out.shape} and initial "
                                         f"{init.shape}; expected {(B, T, n_out)} and {(B, n_out)}")
         t = float(res.instrument_s)
-        if not math.isfinite(t) or t < 0:
+        if not 0 <= t < math.inf:
             raise RigError(P.RIG_FAULT, f"rig '{self.rig_name}' returned instrument_s={t}")
         return {"outputs": out, "initial": init, "instrument_s": t}
+
+
+_umin, _umax = np.minimum.reduce, np.maximum.reduce
 
 
 def _f8(a: Any) -> np.ndarray:
