@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DatasetError
+from .io import _jsonable
 
 FORMAT = "nado.dataset"
 FORMAT_VERSION = 1
@@ -323,13 +324,3 @@ def _verify(path: Path, key: str, data: np.ndarray, sums: np.ndarray, dtype: str
     if covered != done:
         raise DatasetError(f"{path}: checksums of {key} cover rows 0:{covered} of {done}; the file "
                            "is corrupt, collect it again")
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")

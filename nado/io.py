@@ -55,6 +55,7 @@ def savefig_atomic(fig: Any, path: str | os.PathLike, **kwargs: Any) -> None:
 
 
 def _jsonable(obj: Any) -> Any:
+    """``json.dumps(default=...)``: numpy scalars and arrays, paths."""
     import numpy as np
     if isinstance(obj, np.generic):
         return obj.item()
