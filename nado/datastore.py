@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DatasetError
-from .io import _jsonable
+from .io import jsonable
 
 FORMAT = "nado.dataset"
 FORMAT_VERSION = 1
@@ -146,7 +146,7 @@ class DatasetWriter:
         for key in plan_keys:
             if key in attrs and key in f.attrs:
                 stored = json.loads(str(f.attrs[key]))
-                if stored != json.loads(json.dumps(attrs[key], default=_jsonable)):
+                if stored != json.loads(json.dumps(attrs[key], default=jsonable)):
                     self._f.close()
                     raise DatasetError(f"{self.path} was started with {key}={stored}, not "
                                        f"{attrs[key]}; resume with the same settings or delete the file")
@@ -162,7 +162,7 @@ class DatasetWriter:
                 continue
             if key in _RESERVED:
                 raise DatasetError(f"attribute name {key!r} is reserved by the dataset format")
-            f.attrs[key] = json.dumps(value, default=_jsonable)
+            f.attrs[key] = json.dumps(value, default=jsonable)
             keys.add(key)
         f.attrs["attr_keys"] = json.dumps(sorted(keys))
 

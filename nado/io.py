@@ -31,7 +31,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON (numpy scalars and arrays allowed)."""
-    write_bytes_atomic(path, (json.dumps(obj, indent=2, default=_jsonable) + "\n").encode())
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, default=jsonable) + "\n").encode())
 
 
 def save_npy_atomic(path: str | os.PathLike, array: Any) -> None:
@@ -54,7 +54,7 @@ def savefig_atomic(fig: Any, path: str | os.PathLike, **kwargs: Any) -> None:
     write_bytes_atomic(path, buf.getvalue())
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     """``json.dumps(default=...)``: numpy scalars and arrays, paths."""
     import numpy as np
     if isinstance(obj, np.generic):
