@@ -2,7 +2,8 @@
 
 Sections (every key optional unless marked; defaults in the dataclasses below)::
 
-    [run]      name, seed, out (parent folder of run folders), cache (stage cache folder)
+    [run]      name (default: the scenario file's stem), seed, out (parent folder of run folders),
+               cache (stage cache folder)
     [station]  path = "builtin" | "path/to/station.toml" (relative to the scenario file)
                endpoint = "tcp://host:port" (attach to a running server instead)
                bind = "ipc" | "inproc" (how an in-process station is served), timeout_s
@@ -42,7 +43,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +151,10 @@ def validate(raw: dict, *, quick: bool = False, source: str = "") -> Scenario:
         raise ConfigError(f"[network]/[train]: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"[network]/[train]: {exc}") from None
-    sc = Scenario(run=_run(_table(body, "run")), station=_station(_table(body, "station")),
+    run = _run(_table(body, "run"))
+    if "name" not in _table(body, "run") and source:
+        run = replace(run, name=Path(source).stem)    # default run name: the scenario file's stem
+    sc = Scenario(run=run, station=_station(_table(body, "station")),
                   rigs=dict(rigs), collect=_collect(_table(body, "collect"), kinds),
                   twins=_twins(_table(body, "twins"), kinds), task=task, network=network,
                   train=train, variants=_variants(_table(body, "variants"), task, network.layers),

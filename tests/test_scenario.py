@@ -43,7 +43,7 @@ def test_real_versions_differ_only_in_station(base):
     assert (ROOT / "scenarios" / "stations" / "real.toml").is_file()
     for d in (emu, real):
         d.pop("station")
-        d["run"].pop("name")
+        d["run"].pop("name", None)   # quickstart: no name (the file stem); see test_scenario_swap.py
     assert emu == real
 
 
