@@ -25,7 +25,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .io import write_bytes_atomic
+from .io import savefig_atomic, write_bytes_atomic
 
 HEADLINE_TWIN = ("mean_error", "std_ratio", "autocov_error", "w1")
 
@@ -166,7 +166,7 @@ def write_figures(sweep, rows: list[dict[str, Any]], metrics: list[str]) -> list
                      fontsize=9)
         fig.tight_layout()
         path = sweep.out / f"fig_{key.replace('.', '_')}.png"
-        fig.savefig(path, dpi=90)
+        savefig_atomic(fig, path, dpi=90)
         plt.close(fig)
         paths.append(str(path))
     return paths
