@@ -211,9 +211,7 @@ class RigClient:
         for k in range(tries):
             if k:
                 time.sleep(min(self.backoff_s * 2 ** (k - 1), 2.0))
-            sock = self._socket()
-            P.send_frames(sock, frames)
-            reply = self._wait(sock, rid)
+            reply = self._wait(self._socket(), rid, frames)
             if isinstance(reply, dict):
                 return self._result(reply, op, rig)
             dead += reply == "down"
@@ -228,12 +226,15 @@ class RigClient:
         raise RigTimeout(f"no reply from {self.endpoint} to {what} within {self.timeout_s:g} s, "
                          f"{tries} tries; is the server running? raise timeout_s for slow drives")
 
-    def _wait(self, sock: zmq.Socket, rid: str) -> dict | str:
-        """The reply to ``rid``; or "timeout", "down" (no connection for dead_after_s), "damaged".
+    def _wait(self, sock: zmq.Socket, rid: str, frames: list | None = None) -> dict | str:
+        """Send ``frames``, then the reply to ``rid``; or "timeout", "down" (no connection for
+        dead_after_s), "damaged".
 
         Stale replies (other ids) are skipped. When connected this is a blocking
         receive in slices of at most 0.5 s; between slices the monitor tells
-        whether the connection dropped.
+        whether the connection dropped. The request is sent just before the first
+        receive: with client and server in one process, Python work between the two
+        makes the server's thread wait for the GIL.
         """
         now = time.monotonic()
         deadline = now + self.timeout_s
@@ -247,14 +248,21 @@ class RigClient:
                 if wait_ms != self._rcvtimeo:
                     sock.setsockopt(zmq.RCVTIMEO, max(wait_ms, 1))
                     self._rcvtimeo = wait_ms
+                if frames is not None:
+                    P.send_frames(sock, frames)
+                    frames = None
                 try:
                     msg = P.recv_frames(sock)
                 except zmq.Again:
                     pass
-            elif sock.poll(wait_ms if self._monitor is None else min(wait_ms, 20)):
-                msg = P.recv_frames(sock)
-                self._connected = self._ever_connected = True   # a reply proves the connection
-                self._down_since = None
+            else:
+                if frames is not None:
+                    P.send_frames(sock, frames)
+                    frames = None
+                if sock.poll(wait_ms if self._monitor is None else min(wait_ms, 20)):
+                    msg = P.recv_frames(sock)
+                    self._connected = self._ever_connected = True   # a reply proves the connection
+                    self._down_since = None
             if msg is None:
                 self._read_monitor()
                 now = time.monotonic()

@@ -44,12 +44,18 @@ LEARN_RUNS = 3      # timed runs on the worker thread before a rig may take the 
 
 
 class ReplyCache:
-    """Reply frames by request id, bounded by count, age (seconds) and total bytes."""
+    """Reply frames by request id, bounded by count, age (seconds) and total bytes.
+
+    Insertion is O(1): the oldest entry goes when the count is exceeded; age and
+    byte bounds are checked against the oldest entry only when it may have expired
+    (``_expire_at``) or the bytes overflow.
+    """
 
     def __init__(self, size: int, age_s: float, max_bytes: int) -> None:
         self.size, self.age_s, self.max_bytes = size, age_s, max_bytes
         self._d: OrderedDict[str, tuple[float, tuple, list, int]] = OrderedDict()
         self.nbytes = 0
+        self._expire_at = math.inf   # when the oldest entry runs out of age
 
     def _evict(self, now: float) -> None:
         d = self._d
@@ -59,7 +65,9 @@ class ReplyCache:
                 d.popitem(last=False)
                 self.nbytes -= n
             else:
-                break
+                self._expire_at = t + self.age_s
+                return
+        self._expire_at = math.inf
 
     def get(self, rid: str) -> tuple[tuple, list] | None:
         hit = self._d.get(rid)
@@ -79,9 +87,14 @@ class ReplyCache:
             return
         now = time.monotonic()
         d = self._d
+        old = d.pop(rid, None)
+        if old is not None:
+            self.nbytes -= old[3]
         d[rid] = (now, key, frames, n)
         self.nbytes += n
-        if len(d) > self.size or self.nbytes > self.max_bytes or now - next(iter(d.values()))[0] > self.age_s:
+        if len(d) > self.size:
+            self.nbytes -= d.popitem(last=False)[1][3]
+        if self.nbytes > self.max_bytes or now >= self._expire_at or len(d) == 1:
             self._evict(now)
 
     def __len__(self) -> int:
@@ -147,51 +160,59 @@ class RigWorker(threading.Thread):
         if op == SAFE_OP:
             make_safe(self.rig_name, self.rig, close=False)
             return "", [], ""
-        t0 = time.perf_counter()
-        code, frames = self._execute(rid, op, args)
-        x = args.get("inputs")
-        rate = (time.perf_counter() - t0) / max(x.size if isinstance(x, np.ndarray) else 1, 1)
+        t0 = _perf_counter()
+        if op == P.DRIVE:
+            try:
+                code, frames = "", self._drive(rid, args)
+            except Exception as exc:
+                code, frames = self._failed(rid, op, exc)
+            x = args["inputs"]
+            n = x.size if type(x) is np.ndarray else 1
+        else:
+            code, frames = self._execute(rid, op, args)
+            n = 1
+        rate = (_perf_counter() - t0) / (n or 1)
         self.runs += 1
         self.rate_s = rate if self.rate_s is None else max(rate, 0.9 * self.rate_s)
+        if self.fault_hook is None:
+            return code, frames, ""
         fault = ""
-        if self.fault_hook is not None:
-            try:
-                fault = self.fault_hook(op) or ""
-            except Exception:
-                log.exception("rig %s: bridge_fault_hook failed", self.rig_name)
-            if fault not in FAULTS:
-                log.warning("rig %s: bridge_fault_hook returned %r, not one of %s", self.rig_name, fault, FAULTS)
-                fault = ""
+        try:
+            fault = self.fault_hook(op) or ""
+        except Exception:
+            log.exception("rig %s: bridge_fault_hook failed", self.rig_name)
+        if fault not in FAULTS:
+            log.warning("rig %s: bridge_fault_hook returned %r, not one of %s", self.rig_name, fault, FAULTS)
+            fault = ""
         return code, frames, fault
 
-    def _execute(self, rid: str, op: str, args: dict) -> tuple[str, list]:
-        try:
-            if op == P.DESCRIBE:
-                d = self.rig.describe()
-                if not isinstance(d, dict):
-                    raise RigError(P.RIG_FAULT, f"describe() returned {type(d).__name__}, not a dict")
-                self.description = d
-                result: dict = d
-            else:
-                result = self._drive(args)
-        except RigError as exc:
+    def _failed(self, rid: str, op: str, exc: Exception) -> tuple[str, list]:
+        """(code, error reply frames) for an exception raised while executing ``op``."""
+        if isinstance(exc, RigError):
             code = exc.code if exc.code in P.CODES else P.RIG_FAULT
             return code, P.error_frames(rid, code, exc.message)
-        except TimeoutError as exc:
+        if isinstance(exc, TimeoutError):
             return P.TIMEOUT, P.error_frames(rid, P.TIMEOUT, f"rig '{self.rig_name}' timed out: {exc}")
-        except Exception as exc:
-            log.warning("rig %s failed on %s: %r", self.rig_name, op, exc)
-            return P.RIG_FAULT, P.error_frames(
-                rid, P.RIG_FAULT, f"rig '{self.rig_name}' failed: {type(exc).__name__}: {exc}")
+        log.warning("rig %s failed on %s: %r", self.rig_name, op, exc)
+        return P.RIG_FAULT, P.error_frames(
+            rid, P.RIG_FAULT, f"rig '{self.rig_name}' failed: {type(exc).__name__}: {exc}")
+
+    def _execute(self, rid: str, op: str, args: dict) -> tuple[str, list]:
+        """A describe (or a drive) as (code, frames)."""
+        if op == P.DRIVE:
+            try:
+                return "", self._drive(rid, args)
+            except Exception as exc:
+                return self._failed(rid, op, exc)
         try:
-            if op == P.DRIVE:  # the hot path, without the generic walk of P.encode
-                out, init = result["outputs"], result["initial"]
-                head = {"v": P.VERSION, "id": rid, "ok": True, "result": {
-                    "outputs": {P.ND_KEY: 0, "dtype": "<f8", "shape": list(out.shape)},
-                    "initial": {P.ND_KEY: 1, "dtype": "<f8", "shape": list(init.shape)},
-                    "instrument_s": result["instrument_s"]}}
-                return "", [P.pack_header(head), out, init]
-            return "", P.encode(P.reply_ok(rid, result))
+            d = self.rig.describe()
+            if not isinstance(d, dict):
+                raise RigError(P.RIG_FAULT, f"describe() returned {type(d).__name__}, not a dict")
+            self.description = d
+        except Exception as exc:
+            return self._failed(rid, op, exc)
+        try:
+            return "", P.encode(P.reply_ok(rid, d))
         except Exception as exc:
             log.exception("cannot encode the reply of rig %s", self.rig_name)
             return P.INTERNAL, P.error_frames(rid, P.INTERNAL, f"cannot encode the reply of rig '{self.rig_name}': {exc}")
@@ -205,7 +226,8 @@ class RigWorker(threading.Thread):
             self._limits_of = d
         return self._lim
 
-    def _drive(self, args: dict) -> dict:
+    def _drive(self, rid: str, args: dict) -> list:
+        """Validate, drive the rig, check its result; the reply frames ``[header, outputs, initial]``."""
         n_in, lo, hi, n_out = self._limits()
         x = args["inputs"]
         # BadInput / OutOfRange before the rig. Fast path (valid float64 within finite bounds):
@@ -224,10 +246,15 @@ class RigWorker(threading.Thread):
         t = float(res.instrument_s)
         if not 0 <= t < math.inf:
             raise RigError(P.RIG_FAULT, f"rig '{self.rig_name}' returned instrument_s={t}")
-        return {"outputs": out, "initial": init, "instrument_s": t}
+        # The reply, without the generic walk of P.encode.
+        return [P.pack_header({"v": P.VERSION, "id": rid, "ok": True, "result": {
+            "outputs": {"$nd": 0, "dtype": "<f8", "shape": list(out.shape)},
+            "initial": {"$nd": 1, "dtype": "<f8", "shape": list(init.shape)},
+            "instrument_s": t}}), out, init]
 
 
 _umin, _umax = np.minimum.reduce, np.maximum.reduce
+_perf_counter = time.perf_counter
 
 
 def _f8(a: Any) -> np.ndarray:
