@@ -32,15 +32,30 @@ def test_loads_a_file_written_by_scipy(tmp_path):
     assert task.loss_window == (12, 19) and task.subjects == (4,)
     assert sorted(set(task.train_labels.tolist())) == list(range(17))
     # window starts at the onset: every step of a window holds that movement's level
-    raw_train = task.train_inputs * task.scale
-    raw_test = task.test_inputs * task.scale
+    raw_train = task.train_inputs.astype(np.float64) * task.scale + task.offset
+    raw_test = task.test_inputs.astype(np.float64) * task.scale + task.offset
     m = np.round(raw_train[:, 0, 0]).astype(int)
     np.testing.assert_array_equal(m - 1, task.train_labels)
     reps_tr = np.round((raw_train[:, 0, 0] - m) * 100).astype(int)
     reps_te = np.round((raw_test[:, 0, 0] - np.round(raw_test[:, 0, 0])) * 100).astype(int)
     assert set(reps_tr.tolist()) == set(E.TRAIN_REPS) and set(reps_te.tolist()) == set(E.TEST_REPS)
     assert np.allclose(raw_train[:, 0], raw_train[:, 29], atol=1e-5)
-    assert task.train_inputs.max() <= 1.0 and task.train_inputs.min() >= 0.0
+    assert np.abs(task.train_inputs).max() <= E.CLIP_SD
+
+
+def test_inputs_are_standardised(tmp_path):
+    """Regression (EMG did not learn): inputs scaled into [0, 1] by the 99th percentile had a
+    mean of ~0.05, so a network's pre-activations stayed near 0 and every NRA node sat at the
+    flat top of its response. The loader now standardises each electrode on the training set."""
+    E.write_synthetic(tmp_path, subjects=(1,), seed=3, move_s=1.0, rest_s=0.5)
+    task = E.load_ninapro(tmp_path, subjects=(1,))
+    flat = task.train_inputs.reshape(-1, 10).astype(np.float64)
+    # mean 0 and std 1 before clipping at 5 sd; the heavy-tailed synthetic noise loses up to ~20 %
+    np.testing.assert_allclose(flat.mean(0), 0.0, atol=0.1)
+    assert np.all((flat.std(0) > 0.7) & (flat.std(0) <= 1.0 + 1e-6))
+    # the loss window carries the class information at unit scale, not squeezed near one value
+    win = task.train_inputs[:, 12:19].mean(1)
+    assert win.std(0).mean() > 0.5
 
 
 def test_lowpass_smooths_and_is_causal():

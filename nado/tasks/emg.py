@@ -7,15 +7,28 @@ Every movement is repeated 10 times.
 
 :func:`load_ninapro` low-pass filters each recording (causal Butterworth), cuts
 one window of ``window`` steps (30 at 100 Hz = 300 ms) from each movement's onset,
-scales each electrode by its training 99th percentile into [0, 1], and splits by
-repetition: train 1,3,4,6,8,9,10, test 2,5,7. The loss is taken over steps
-12..18 (120-180 ms after onset; :data:`LOSS_WINDOW`, end exclusive 19).
+splits by repetition (train 1,3,4,6,8,9,10, test 2,5,7) and standardises each
+electrode with its training mean and standard deviation (over all windows and
+steps; clipped to +-:data:`CLIP_SD`). The loss is taken over steps 12..18
+(120-180 ms after onset; :data:`LOSS_WINDOW`, end exclusive 19).
+
+Why standardise (not scale into [0, 1]): the windows start at the onset, so most
+samples are near the rest level; scaled by the 99th percentile into [0, 1] their
+mean was ~0.05 and a network's pre-activations ``theta x`` stayed within ~0.1 of
+zero, which ``h`` maps to the middle of the device's active range - for the NRA
+the top of its AMR response, where the response is flat. The devices then saw
+nearly constant inputs and their outputs were noise: trained NRA networks reached
+20-33 % in simulation (a leaky MLP 95 %). Zero-mean, unit-variance inputs let the
+initial weights spread every node's drive over the active range (see
+tests/test_tasks_emg.py::test_inputs_are_standardised and
+tests/test_network_emg.py).
 
 :func:`write_synthetic` writes files in the same layout (class-specific activation
 patterns with per-electrode onset delays, per-repetition gain, per-subject
 variation, noise) for tests and demos; the loader reads them like real files.
 
-Shapes: ``inputs (n, window, 10)`` float32 in [0, 1], ``labels (n,)`` int64 0..16.
+Shapes: ``inputs (n, window, 10)`` float32, standardised (raw = inputs * scale + offset),
+``labels (n,)`` int64 0..16.
 """
 from __future__ import annotations
 
@@ -30,6 +43,7 @@ N_MOVEMENTS, N_ELECTRODES, RATE_HZ = 17, 10, 100.0
 TRAIN_REPS = (1, 3, 4, 6, 8, 9, 10)
 TEST_REPS = (2, 5, 7)
 LOSS_WINDOW = (12, 19)  # steps 12..18 inclusive
+CLIP_SD = 5.0  # standardised inputs are clipped to +-5 standard deviations
 
 
 @dataclass(frozen=True)
@@ -43,7 +57,8 @@ class EMGTask:
     test_labels: np.ndarray
     loss_window: tuple[int, int]
     subjects: tuple[int, ...]
-    scale: np.ndarray  # (10,) the per-electrode divisor applied
+    scale: np.ndarray  # (10,) the per-electrode divisor applied (training std)
+    offset: np.ndarray  # (10,) the per-electrode offset subtracted first (training mean)
 
     @property
     def n_classes(self) -> int:
@@ -129,11 +144,12 @@ def load_ninapro(folder: str | Path, subjects=(1,), *, window: int = 30, cutoff_
     if len(ytr) == 0 or len(yte) == 0:
         raise TaskDataError(f"subjects {list(subjects)} in {folder} give {len(ytr)} training and "
                             f"{len(yte)} test windows; check the repetition numbers")
-    scale = np.percentile(np.abs(xtr).reshape(-1, N_ELECTRODES), 99, axis=0)
+    flat = xtr.reshape(-1, N_ELECTRODES)
+    offset, scale = flat.mean(0), flat.std(0)
     scale = np.where(scale > 0, scale, 1.0)
-    norm = lambda x: np.clip(np.abs(x) / scale, 0.0, 1.0).astype(np.float32)  # noqa: E731
+    norm = lambda x: np.clip((x - offset) / scale, -CLIP_SD, CLIP_SD).astype(np.float32)  # noqa: E731
     return EMGTask(norm(xtr), ytr.astype(np.int64), norm(xte), yte.astype(np.int64),
-                   LOSS_WINDOW, tuple(int(s) for s in subjects), scale)
+                   LOSS_WINDOW, tuple(int(s) for s in subjects), scale, offset)
 
 
 # --------------------------------------------------------------------- synthetic files
