@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EMULATED = ROOT / "scenarios" / "quickstart.toml"
@@ -81,6 +82,14 @@ def _recorded(build_rigs):
     def build(station):
         return {name: Recorder(name, rig) for name, rig in build_rigs(station).items()}
     return build
+
+
+@pytest.mark.parametrize("stem", ["mnist_nra", "mackey_glass_cascade", "emg_nra"])
+def test_every_real_scenario_differs_only_in_its_station(stem):
+    emulated, real = (tomllib.loads((EMULATED.parent / f"{s}.toml").read_text())
+                      for s in (stem, f"{stem}_real"))
+    assert emulated.pop("station") != real.pop("station")
+    assert emulated == real
 
 
 def test_real_quickstart_differs_only_in_its_station():
