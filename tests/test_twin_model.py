@@ -23,10 +23,14 @@ def _random_sde(method="euler", n_delay=5, n_obs=1, seed=0, delays="shift"):
     return twin
 
 
+@pytest.mark.parametrize("fast", [False, True])
 @pytest.mark.parametrize("method,n_delay,delays,tol", [
     ("euler", 5, "shift", 1e-5), ("euler", 5, "learned", 1e-5), ("euler", 0, "shift", 0.0),
     ("heun", 0, "shift", 0.0)])
-def test_integrator_matches_torchsde_with_same_increments(method, n_delay, delays, tol):
+def test_integrator_matches_torchsde_with_same_increments(method, n_delay, delays, tol, fast,
+                                                          monkeypatch):
+    from nado.twin import integrate as integ
+    monkeypatch.setitem(integ._FAST, "on", fast)
     twin = _random_sde(method, n_delay, delays=delays)
     u = torch.rand(32, 20, 1) * 2 - 1
     y0 = twin.embed(torch.randn(32, 1))
@@ -36,9 +40,42 @@ def test_integrator_matches_torchsde_with_same_increments(method, n_delay, delay
     ref = sdeint_reference(p, u, y0, method=method, dw=dw)
     assert ours.shape == ref.shape == (32, 20, 1)
     assert ours.std() > 0.3                       # a real, noisy trajectory
-    # dt = 1 is dyadic: bit-level without delays; with delays torchsde computes the shift as
-    # y + (y_prev - y), one rounding per step, which 20 nonlinear steps grow to ~1e-6 relative
+    # dt = 1 is dyadic: bit-level without delays on the general path; with delays torchsde
+    # computes the shift as y + (y_prev - y), one rounding per step, which 20 nonlinear steps
+    # grow to ~1e-6 relative. The packed Euler step (nado.twin.fast) sums in another order
+    # (biases through a constant column, shift and A a in one matmul): float32 rounding only.
+    if fast and method == "euler":
+        tol = max(tol, 1e-5)
     assert (ours - ref).abs().max().item() <= tol * ref.abs().max().item()
+
+
+@pytest.mark.parametrize("delays,n_delay,n_obs,noise", [
+    ("learned", 5, 1, True), ("shift", 5, 1, False), ("learned", 2, 2, True), ("shift", 0, 2, True)])
+def test_packed_euler_step_equals_general_step_in_float64(delays, n_delay, n_obs, noise,
+                                                          monkeypatch):
+    """The fast path is the same Euler step: equal to rounding in float64, values and gradients
+    w.r.t. inputs, initial state and twin weights."""
+    from nado.twin import integrate as integ
+    twin = _random_sde("euler", n_delay, n_obs=n_obs, delays=delays).double()
+    gen = torch.Generator().manual_seed(2)
+    u = (torch.rand(16, 9, 1, generator=gen, dtype=torch.float64) * 2 - 1).requires_grad_(True)
+    y0 = twin.embed(torch.randn(16, n_obs, generator=gen, dtype=torch.float64)).requires_grad_(True)
+    dw = twin.sample_noise(16, 9, generator=gen, dtype=torch.float64) if noise else None
+    params = [twin.f[1].weight, twin.g[0].bias, twin.a_mat, twin.log_tau]
+    results = []
+    for fast in (True, False):
+        monkeypatch.setitem(integ._FAST, "on", fast)
+        z = integrate(twin.packed(noise), u, y0, method="euler", dw=dw)
+        grads = torch.autograd.grad((z ** 2).sum(), [u, y0] + params, allow_unused=True)
+        results.append((z, grads))
+    (za, ga), (zb, gb) = results
+    assert za.shape == zb.shape == (16, 9, n_obs)
+    assert torch.allclose(za, zb, rtol=1e-10, atol=1e-10)
+    for a, b in zip(ga, gb):
+        if b is None:
+            assert a is None or not a.any()
+        else:
+            assert torch.allclose(a, b, rtol=1e-9, atol=1e-9)
 
 
 def test_simulate_shapes_units_and_noise_switch():

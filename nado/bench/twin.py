@@ -6,12 +6,17 @@ variables; MLPs of width 64, depth 2; Euler-Maruyama, one step per sample) drive
 nodes); twin weights frozen, the loss is backpropagated to ``W`` (as when training a network).
 Measured in the same run, on the identical SDE (same packed weights):
 
-- our integrator (:func:`nado.twin.integrate.integrate`), eager, and with ``torch.compile`` of
-  the step (full run only; compile time reported separately);
+- our integrator (:func:`nado.twin.integrate.integrate`; here its packed Euler step,
+  :mod:`nado.twin.fast`), eager, and with ``torch.compile`` of the step (full run only; compile
+  time reported separately);
 - ``torchsde.sdeint`` (method ``euler``, dt = 1, its default Brownian motion) on the paper's full
   state (:mod:`nado.twin.reference`), with ``f_and_g_prod`` so both networks run once per step
   (the fair baseline, used for the target), and for information the plain torchsde style with
   separate ``f`` and ``g`` methods (``torchsde_plain_fg_*``), which runs the networks twice.
+
+All paths run interleaved (``repeats`` rounds of: ours, compiled, torchsde; forward then
+forward+backward), so they see the same machine load; each figure is the median over the rounds,
+with its ``_range`` (min, max) beside it and the per-round eager speedup range.
 
 Figures: device-steps/s (N * B * T / seconds) for forward and forward+backward; backprop memory =
 bytes of the unique tensors autograd saves for the backward pass (counted with
@@ -22,6 +27,7 @@ input-gradient matmuls again, no weight gradients as the twin is frozen); achiev
 """
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Any, Callable
 
@@ -106,49 +112,65 @@ def run(quick: bool) -> dict[str, Any]:
         return sdeint_reference(twin.packed(True), inputs(), twin.embed(z0), method="euler",
                                 fused=False)
 
-    def timed(fn: Callable[[], torch.Tensor], backward: bool, saved: _SavedBytes | None = None):
+    def timed(fn: Callable[[], torch.Tensor], backward: bool) -> float:
         w.grad = None
         t = time.perf_counter()
         if not backward:
             with torch.no_grad():
                 fn()
             return dev_steps / (time.perf_counter() - t)
-        if saved is None:
-            out = fn()
-        else:
-            with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
-                out = fn()
-        (out ** 2).mean().backward()
+        (fn() ** 2).mean().backward()
         if w.grad is None or not torch.isfinite(w.grad).all():
             raise RuntimeError("bench twin: no finite gradient reached the input weights")
         return dev_steps / (time.perf_counter() - t)
 
+    def saved_bytes(fn: Callable[[], torch.Tensor]) -> float:
+        saved = _SavedBytes()
+        with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
+            out = fn()
+        (out ** 2).mean().backward()
+        return saved.total / dev_steps
+
     result: dict[str, Any] = {"nodes": n_nodes, "batch": batch, "steps": steps,
                               "threads": torch.get_num_threads()}
-    timed(ours, True)                                   # warm-up (allocator, first-call costs)
-    saved_ours, saved_ref = _SavedBytes(), _SavedBytes()
-    result["ours_forward_steps_per_s"] = timed(ours, False)
-    result["ours_fwbw_steps_per_s"] = timed(ours, True, saved_ours)
-    result["torchsde_forward_steps_per_s"] = timed(ref, False)
-    result["torchsde_fwbw_steps_per_s"] = timed(ref, True, saved_ref)
-    result["torchsde_plain_fg_fwbw_steps_per_s"] = timed(ref_plain, True)
-    result["ours_backprop_bytes_per_step"] = saved_ours.total / dev_steps
-    result["torchsde_backprop_bytes_per_step"] = saved_ref.total / dev_steps
-    best_fwbw, best_fw = result["ours_fwbw_steps_per_s"], result["ours_forward_steps_per_s"]
+    paths = {"ours": ours, "torchsde": ref}
     if not quick:
-        try:
+        try:                      # compile the packed step once (its time reported apart)
             integ.use_compile(True)
             t = time.perf_counter()
             timed(ours, True)
+            timed(ours, False)
             result["compile_s"] = time.perf_counter() - t
-            result["compiled_fwbw_steps_per_s"] = timed(ours, True)
-            result["compiled_forward_steps_per_s"] = timed(ours, False)
-            best_fwbw = max(best_fwbw, result["compiled_fwbw_steps_per_s"])
-            best_fw = max(best_fw, result["compiled_forward_steps_per_s"])
+            paths["compiled"] = ours
         except Exception as exc:  # a missing C compiler must not sink the whole bench
             result["compile_error"] = f"{type(exc).__name__}: {exc}"[:300]
         finally:
             integ.use_compile(False)
+    for fn in (ours, ref):
+        timed(fn, True)                                 # warm-up (allocator, first-call costs)
+    # interleaved repeats: every path sees the same load; medians and spread reported
+    repeats = 2 if quick else 5
+    runs: dict[str, list[float]] = {f"{k}_{m}": [] for k in paths for m in ("forward", "fwbw")}
+    for _ in range(repeats):
+        for name, fn in paths.items():
+            integ.use_compile(name == "compiled")
+            try:
+                runs[f"{name}_forward"].append(timed(fn, False))
+                runs[f"{name}_fwbw"].append(timed(fn, True))
+            finally:
+                integ.use_compile(False)
+    for key, vals in runs.items():
+        result[f"{key}_steps_per_s"] = statistics.median(vals)
+        result[f"{key}_steps_per_s_range"] = [min(vals), max(vals)]
+    ratios = [a / b for a, b in zip(runs["ours_fwbw"], runs["torchsde_fwbw"])]
+    result["speedup_fwbw_eager_per_repeat"] = [min(ratios), max(ratios)]
+    result["torchsde_plain_fg_fwbw_steps_per_s"] = timed(ref_plain, True)
+    result["ours_backprop_bytes_per_step"] = saved_bytes(ours)
+    result["torchsde_backprop_bytes_per_step"] = saved_bytes(ref)
+    best_fwbw, best_fw = result["ours_fwbw_steps_per_s"], result["ours_forward_steps_per_s"]
+    if "compiled" in paths:
+        best_fwbw = max(best_fwbw, result["compiled_fwbw_steps_per_s"])
+        best_fw = max(best_fw, result["compiled_forward_steps_per_s"])
     flops = _flops_per_step(twin)
     mm = _matmul_flops(quick)
     result.update({
@@ -158,6 +180,8 @@ def run(quick: bool) -> dict[str, Any]:
         "achieved_flops_fwbw": 2 * flops * best_fwbw,
         "matmul_flops": mm,
         "speedup_fwbw_vs_torchsde": best_fwbw / result["torchsde_fwbw_steps_per_s"],
+        "speedup_fwbw_eager_vs_torchsde": (result["ours_fwbw_steps_per_s"]
+                                           / result["torchsde_fwbw_steps_per_s"]),
         "speedup_forward_vs_torchsde": best_fw / result["torchsde_forward_steps_per_s"],
     })
     result["targets"] = {

@@ -1,0 +1,168 @@
+"""Fast path of the integrator: one-step Euler(-Maruyama) with both networks packed side by side.
+
+Used by :func:`nado.twin.integrate.integrate` whenever ``method="euler"`` and ``substeps == 1``
+(the networks' case: one step per input sample), for an ODE, an SDE, or an SDE with noise off.
+It computes exactly the same Euler step as the general path (same folded weights, see
+:func:`nado.twin.integrate._fold`), only arranged so that a step is a handful of large kernels
+and no ``cat``/``stack``/slice-scatter per step.
+
+Layout. One row per trajectory, ``C = n_in + 1 + D + N_a`` columns::
+
+    Y = [ u (n_in) | 1 | z(t-n_delay) ... z(t-1) z(t) (D) | a (N_a) ]
+
+The first-layer input of both MLPs is the contiguous prefix ``Y[:, :K]`` (``K = n_in + 1 + D``;
+the constant 1 carries the first-layer bias, so the input part needs no per-step bias copy and
+the ``(T, B, H)`` input pre-activations of the general path are never stored), and the noisy
+coordinates ``(z(t), a)`` are the contiguous suffix ``Y[:, C - N_w:]`` in the order of ``dW``.
+The drift ``f`` and diffusion ``g`` MLPs run as one batched matmul chain over a ``(2, B, H)``
+hidden state (``bmm``/``baddbmm``, sigmoids in place). One step::
+
+    P   = sigmoid(bmm(Y[:, :K], W1))                    (2, B, H)   [f | g]
+    P   = sigmoid(baddbmm(b, P, W))                      per hidden layer
+    Y'  = Y @ M + P[0] @ Wf                              shift, A a, -a / tau, f, biases
+    Y'[:, C - N_w:] += softplus(P[1] @ Wg + bg) * dW_t   (Euler-Maruyama noise)
+    Y'[:, :n_in] = u_{t+1}
+
+``M`` (C, C) holds the delay shift, ``h A``, ``1 - h / tau`` and the drift's output bias
+(through the constant column). Autograd saves per device-step the two hidden activations of
+both networks (``4 H`` floats) and ``sigmoid(v) dW`` (N_w floats): with H = 64, N_w = 11 this is
+1068 bytes. Weight gradients (fitting) flow through the same graph.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from nado.twin.integrate import Packed, _Diffusion
+
+
+def eligible(method: str, substeps: int) -> bool:
+    """Whether :func:`integrate_fast` applies (Euler, one step per sample)."""
+    return method == "euler" and substeps == 1
+
+
+def _layout(p: Packed, n_in: int, n_aux: int):
+    n, nd = p.n_obs, p.n_delay
+    d = n * (nd + 1)
+    k = n_in + 1 + d
+    return n, nd, d, k, k + n_aux
+
+
+def _y_rows(n: int, nd: int) -> Tensor:
+    """Index into the embed order ``(z(t), z(t-1), ...)`` for each stored column (reversed
+    blocks: ``z(t-nd) ... z(t)``)."""
+    blocks = [torch.arange(j * n, (j + 1) * n) for j in range(nd, -1, -1)]
+    return torch.cat(blocks)
+
+
+def _weights(p: Packed, n_in: int, with_g: bool):
+    """Per-call weight arrangement (differentiable w.r.t. the packed weights)."""
+    n_aux = p.tau_inv.shape[0] if with_g else 0
+    n, nd, d, k, c = _layout(p, n_in, n_aux)
+    rows = _y_rows(n, nd).to(p.f_first[0].device)
+    h = 1.0                                         # substeps == 1
+
+    def first(fst):
+        wy, wu, b = fst
+        return torch.cat([wu, b.unsqueeze(0), wy[rows]], 0)          # (K, H)
+
+    nets = [(p.f_first, p.f_hidden)] + ([(p.g_first, p.g_hidden)] if with_g else [])
+    w1 = torch.stack([first(fst) for fst, _ in nets])                 # (G, K, H)
+    hidden = [(torch.stack([hid[i][0] for _, hid in nets]),
+               torch.stack([hid[i][1] for _, hid in nets]).unsqueeze(1))
+              for i in range(len(p.f_hidden))]                        # (G, H, H), (G, 1, H)
+
+    # drift output -> columns of Y': z(t) gets h f_z, delay j gets f_j (learned residual)
+    wo, bo = p.f_out
+    hdim = wo.shape[0]
+    zc = n_in + 1 + nd * n                                            # first column of z(t)
+    parts_w, parts_b = [], []
+    parts_w.append(wo.new_zeros(hdim, n_in + 1))                     # u, constant
+    parts_b.append(bo.new_zeros(n_in + 1))
+    for j in range(nd, 0, -1):                                        # stored z(t-j) blocks
+        if p.learned_delays:
+            parts_w.append(wo[:, j * n:(j + 1) * n])
+            parts_b.append(bo[j * n:(j + 1) * n])
+        else:
+            parts_w.append(wo.new_zeros(hdim, n))
+            parts_b.append(bo.new_zeros(n))
+    parts_w.append(wo[:, :n] * h)
+    parts_b.append(bo[:n] * h)
+    if n_aux:
+        parts_w.append(wo.new_zeros(hdim, n_aux))
+        parts_b.append(bo.new_zeros(n_aux))
+    wf = torch.cat(parts_w, 1)                                        # (H, C)
+    bf = torch.cat(parts_b)                                           # (C,)
+
+    # linear part M (C, C): Y' = Y @ M + ...; row = source column, column = destination
+    m = wo.new_zeros(c, c)
+    m[n_in] = bf                                                      # drift output bias
+    m[n_in, n_in] = 1.0                                               # the constant column
+    eye = torch.eye(n, dtype=wo.dtype, device=wo.device)
+    m[zc:zc + n, zc:zc + n] = eye                                     # z(t) + h f
+    for j in range(1, nd + 1):                                        # z(t-j) <- z(t-j+1)
+        s = n_in + 1 + (nd - j) * n
+        m[s + n:s + 2 * n, s:s + n] = eye
+    if n_aux:
+        m[k:c, zc:zc + n] = p.a_mat_t * h                             # z += h A a
+        m[k:c, k:c] = torch.diag(1.0 - h * p.tau_inv)                 # a -= h a / tau
+    # output layers as one (G, H, C) batch: drift -> Y' columns, diffusion -> N_w raw heads
+    if with_g:
+        wg, bg = p.g_out
+        nw = wg.shape[1]
+        wo2 = torch.stack([wf, torch.cat([wg, wg.new_zeros(hdim, c - nw)], 1)])
+        bo2 = torch.stack([torch.zeros_like(bf), torch.cat([bg, bg.new_zeros(c - nw)])]).unsqueeze(1)
+    else:
+        wo2, bo2 = wf.unsqueeze(0), None
+    return w1, hidden, wo2, bo2, m, (n, nd, d, k, c, zc)
+
+
+def integrate_fast(p: Packed, u: Tensor, y0: Tensor, dw: Tensor | None) -> Tensor:
+    """Euler / Euler-Maruyama with one step per sample; same contract as
+    :func:`nado.twin.integrate.integrate` (u (B, T, n_in), y0 (B, D), dw (T, B, N_w) or None)
+    -> z (B, T, n_obs)."""
+    with_g = dw is not None and p.g_out is not None
+    bsz, steps, n_in = u.shape
+    w1, hidden, wo, bo, m, (n, nd, d, k, c, zc) = _weights(p, n_in, with_g)
+    groups = w1.shape[0]
+    rows = _y_rows(n, nd).to(y0.device)
+    parts = [u[:, 0], y0.new_ones(bsz, 1), y0[:, rows]]
+    if with_g:
+        parts.append(y0.new_zeros(bsz, c - k))
+    y = torch.cat(parts, 1)                                           # (B, C)
+    nw = c - zc if with_g else 0
+    from nado.twin.integrate import _COMPILE
+    step = _compiled() if _COMPILE["on"] else _step
+    out = []
+    for t in range(steps):
+        y = step(y, u[:, t + 1] if t + 1 < steps else None, dw[t] if with_g else None,
+                 w1, hidden, wo, bo, m, k, nw, n_in)
+        out.append(y[:, zc:zc + n])
+    return torch.stack(out, 1)
+
+
+def _step(y: Tensor, u_next: Tensor | None, dw_t: Tensor | None, w1: Tensor, hidden: list,
+          wo: Tensor, bo: Tensor | None, m: Tensor, k: int, nw: int, n_in: int) -> Tensor:
+    """One Euler(-Maruyama) step in the packed layout (see the module docstring)."""
+    x = y[:, :k].unsqueeze(0).expand(w1.shape[0], y.shape[0], k)
+    hid = torch.bmm(x, w1).sigmoid_()
+    for w, b in hidden:
+        hid = torch.baddbmm(b, hid, w).sigmoid_()
+    o = torch.bmm(hid, wo) if bo is None else torch.baddbmm(bo, hid, wo)  # (G, B, C)
+    y = torch.addmm(o[0], y, m)
+    if dw_t is not None:
+        y[:, y.shape[1] - nw:] += _Diffusion.apply(o[1, :, :nw], dw_t)
+    if u_next is not None:
+        y[:, :n_in] = u_next
+    return y
+
+
+_COMPILED: dict = {}
+
+
+def _compiled():
+    """``torch.compile`` of :func:`_step`, built once per process (opt-in via
+    :func:`nado.twin.integrate.use_compile`)."""
+    if "step" not in _COMPILED:
+        _COMPILED["step"] = torch.compile(_step, dynamic=False)
+    return _COMPILED["step"]
