@@ -56,6 +56,7 @@ import zmq
 from . import protocol as P
 from .auth import KeyAuthenticator, Security, check_binds, secure_server_socket
 from .errors import ProtocolError, RigUnavailable, StationError
+from .fastpath import FastDrive
 from .lease import MAX_LEASE_S, LeaseOps, LeaseTable
 from .worker import SAFE_OP, ReplyCache, RigWorker, check_description, make_safe
 
@@ -67,7 +68,7 @@ _zmq_poll = zmq.backend.zmq_poll          # the Cython calls, without zmq.Poller
 _getsockopt = zmq.backend.Socket.get
 
 
-class RigServer(LeaseOps):
+class RigServer(LeaseOps, FastDrive):
     """Serve ``rigs`` (name -> Rig) on ``bind`` (one endpoint or a list).
 
     ``tcp://127.0.0.1:*`` binds a free port; ``.endpoints`` lists the bound
@@ -265,6 +266,8 @@ class RigServer(LeaseOps):
 
     def _on_request(self, msg: list) -> None:
         self._stats["requests"] += 1
+        if len(msg) == 3 and self._fast_drive(msg):  # the common small drive (bridge/fastpath.py)
+            return
         if len(msg) >= 2 and len(msg[1]) == 0:
             envelope, body = msg[:2], msg[2:]      # REQ client: [identity, b"", header, ...]
         else:

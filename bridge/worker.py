@@ -100,6 +100,10 @@ class ReplyCache:
     def __len__(self) -> int:
         return len(self._d)
 
+    def __contains__(self, rid: str) -> bool:
+        """Whether ``rid`` has an entry (perhaps too old: :meth:`get` then answers None)."""
+        return rid in self._d
+
 
 class RigWorker(threading.Thread):
     """Runs one rig's requests one at a time; replies go back through an inproc PUSH."""
