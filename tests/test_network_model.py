@@ -77,8 +77,9 @@ def test_noise_switch_and_seeds():
     torch.testing.assert_close(d1, d2)
 
 
-def test_truncated_bptt_burn_in_has_no_grad(monkeypatch):
-    """The trainer evolves the burn-in without autograd and continues from its last state."""
+def test_truncated_bptt_runs_burn_in_and_window_as_one_sequence(monkeypatch):
+    """The trainer simulates burn-in + window from the reset (the state the rig reaches, not a
+    restart from the last observable) and back-propagates into the weights through the window only."""
     tw = ToyTwin(noise_std=0.01)
     T = 40
     t = np.arange(T + 3)
@@ -90,20 +91,32 @@ def test_truncated_bptt_burn_in_has_no_grad(monkeypatch):
 
     def spy(self, xb, **kw):
         out = orig(self, xb, **kw)
-        seen.append((xb.shape[1], torch.is_grad_enabled(), kw.get("x0") is not None, out.outputs.requires_grad))
+        seen.append((xb.shape[1], kw.get("grad_from", 0), torch.is_grad_enabled(), out.outputs.requires_grad))
         return out
 
     monkeypatch.setattr(Network, "forward", spy)
     cfg = TrainConfig(nodes=(4,), epochs=1, tbptt=5, burn_in=7, segments_per_epoch=8, batch_size=4,
                       progress=False, val_fraction=0.0)
     train_network([tw], task, cfg, seed=0)
-    burn = [s for s in seen if s[0] == 7]
-    win = [s for s in seen if s[0] == 5]
-    assert len(burn) == 2 and len(win) == 2
-    assert all(not g and not r for _, g, _, r in burn)           # burn-in: no graph at all
-    assert all(g and has_x0 and r for _, g, has_x0, r in win)   # window: continues, with grad
+    train_calls = [s for s in seen if s[2]]
+    assert len(train_calls) == 2 and all(s[:2] == (12, 7) and s[3] for s in train_calls)
     with pytest.raises(ConfigError, match="exceed"):
         train_network([tw], task, TrainConfig(nodes=(4,), epochs=1, tbptt=30, burn_in=20, progress=False), seed=0)
+
+
+def test_grad_from_detaches_early_inputs_but_keeps_the_state():
+    tw = ToyTwin(kind="ode")
+    net = Network([tw, tw], [3, 3], 2, 2, seed=1)
+    x = torch.randn(4, 12, 2)
+    x0 = [tw.sample_initial(12, generator=torch.Generator().manual_seed(0)) for _ in range(2)]
+    full = net(x, x0=x0).outputs
+    cut = net(x, x0=x0, grad_from=8).outputs
+    torch.testing.assert_close(cut, full)                    # same trajectory, state continues
+    cut[:, :8].sum().backward()                              # loss before grad_from: no hidden grads
+    assert all(float(w.grad.abs().max()) == 0.0 for w in net.weights[:2])
+    net.zero_grad()
+    net(x, x0=x0, grad_from=8).outputs[:, 8:].sum().backward()
+    assert float(net.weights[0].grad.abs().max()) > 0
 
 
 def test_training_beats_chance_and_history():

@@ -4,9 +4,12 @@
 twins (frozen) and fits its weights with :func:`fit`, which also trains the
 software references (:mod:`nado.network.software`). Full BPTT runs each batch
 of whole sequences; truncated BPTT (``config.tbptt = K``) draws random segments
-of ``burn_in + K`` steps, evolves the burn-in under ``torch.no_grad()`` and
-back-propagates through the K-step window only, starting from the burn-in's last
-observables. History: ``{epoch, loss, val, lr, val_metric, best_epoch, seconds}``
+of ``burn_in + K`` steps and simulates each as one sequence from the reset, with the
+burn-in's physical inputs detached (``Network.forward(grad_from=burn_in)``): the
+weights get gradients through the K-step window only, and the twins' state at the
+window's start is the one the rig reaches (the twin API restarts a simulation from an
+observable only, re-embedding its delay state, so the burn-in is not a separate
+no-grad pass; the price is back-propagating through the burn-in's twin steps). History: ``{epoch, loss, val, lr, val_metric, best_epoch, seconds}``
 (one entry per epoch; ``val`` is accuracy, or nmse for regression).
 """
 from __future__ import annotations
@@ -199,12 +202,19 @@ def fit(model, task_data: Any, config: TrainConfig | dict | None = None, *, seed
         model.train()
         losses = []
         for xb, yb, xburn, steps, wash in _batches(task, config, rng, kind):
-            x0 = None
-            if xburn is not None:
+            if xburn is not None and isinstance(model, Network):
+                burn = xburn.shape[1]
+                xs = torch.as_tensor(np.concatenate([xburn, xb], axis=1), dtype=torch.float32)
+                out = model(xs, noise=config.noise, generator=gen, grad_from=burn).outputs[:, burn:]
+            elif xburn is not None:          # software references: their state is all in last_obs
                 with torch.no_grad():
-                    x0 = model(torch.as_tensor(xburn, dtype=torch.float32), noise=config.noise, generator=gen).last_obs
-            out = model(torch.as_tensor(xb, dtype=torch.float32), noise=config.noise, generator=gen,
-                        x0=x0).outputs
+                    x0 = model(torch.as_tensor(xburn, dtype=torch.float32), noise=config.noise,
+                               generator=gen).last_obs
+                out = model(torch.as_tensor(xb, dtype=torch.float32), noise=config.noise, generator=gen,
+                            x0=x0).outputs
+            else:
+                out = model(torch.as_tensor(xb, dtype=torch.float32), noise=config.noise,
+                            generator=gen).outputs
             yt = torch.as_tensor(yb, dtype=torch.float32 if kind == "mse" else torch.long)
             loss = task_loss(kind, out, yt, steps, wash)
             opt.zero_grad(set_to_none=True)
