@@ -49,24 +49,30 @@ def test_integrator_matches_torchsde_with_same_increments(method, n_delay, delay
     assert (ours - ref).abs().max().item() <= tol * ref.abs().max().item()
 
 
+@pytest.mark.parametrize("frozen", [False, True])
 @pytest.mark.parametrize("delays,n_delay,n_obs,noise", [
     ("learned", 5, 1, True), ("shift", 5, 1, False), ("learned", 2, 2, True), ("shift", 0, 2, True)])
-def test_packed_euler_step_equals_general_step_in_float64(delays, n_delay, n_obs, noise,
+def test_packed_euler_step_equals_general_step_in_float64(delays, n_delay, n_obs, noise, frozen,
                                                           monkeypatch):
     """The fast path is the same Euler step: equal to rounding in float64, values and gradients
-    w.r.t. inputs, initial state and twin weights."""
+    w.r.t. inputs, initial state and twin weights (frozen twin: the hand-written backward)."""
     from nado.twin import integrate as integ
     twin = _random_sde("euler", n_delay, n_obs=n_obs, delays=delays).double()
+    if frozen:
+        twin.requires_grad_(False)
     gen = torch.Generator().manual_seed(2)
     u = (torch.rand(16, 9, 1, generator=gen, dtype=torch.float64) * 2 - 1).requires_grad_(True)
     y0 = twin.embed(torch.randn(16, n_obs, generator=gen, dtype=torch.float64)).requires_grad_(True)
     dw = twin.sample_noise(16, 9, generator=gen, dtype=torch.float64) if noise else None
-    params = [twin.f[1].weight, twin.g[0].bias, twin.a_mat, twin.log_tau]
+    params = [] if frozen else [twin.f[1].weight, twin.g[0].bias, twin.a_mat, twin.log_tau]
+    weight = torch.randn(16, 9, n_obs, generator=gen, dtype=torch.float64)
     results = []
     for fast in (True, False):
         monkeypatch.setitem(integ._FAST, "on", fast)
         z = integrate(twin.packed(noise), u, y0, method="euler", dw=dw)
-        grads = torch.autograd.grad((z ** 2).sum(), [u, y0] + params, allow_unused=True)
+        if fast:
+            assert (type(z.grad_fn).__name__ == "_SequenceBackward") == frozen
+        grads = torch.autograd.grad((z ** 2 * weight).sum(), [u, y0] + params, allow_unused=True)
         results.append((z, grads))
     (za, ga), (zb, gb) = results
     assert za.shape == zb.shape == (16, 9, n_obs)

@@ -30,6 +30,10 @@ both networks (``4 H`` floats) and ``sigmoid(v) dW`` (N_w floats): with H = 64, 
 """
 from __future__ import annotations
 
+import ctypes
+import os
+import sys
+
 import torch
 from torch import Tensor
 
@@ -121,10 +125,10 @@ def integrate_fast(p: Packed, u: Tensor, y0: Tensor, dw: Tensor | None) -> Tenso
     """Euler / Euler-Maruyama with one step per sample; same contract as
     :func:`nado.twin.integrate.integrate` (u (B, T, n_in), y0 (B, D), dw (T, B, N_w) or None)
     -> z (B, T, n_obs)."""
+    tune_allocator()
     with_g = dw is not None and p.g_out is not None
     bsz, steps, n_in = u.shape
     w1, hidden, wo, bo, m, (n, nd, d, k, c, zc) = _weights(p, n_in, with_g)
-    groups = w1.shape[0]
     rows = _y_rows(n, nd).to(y0.device)
     parts = [u[:, 0], y0.new_ones(bsz, 1), y0[:, rows]]
     if with_g:
@@ -132,6 +136,12 @@ def integrate_fast(p: Packed, u: Tensor, y0: Tensor, dw: Tensor | None) -> Tenso
     y = torch.cat(parts, 1)                                           # (B, C)
     nw = c - zc if with_g else 0
     from nado.twin.integrate import _COMPILE
+    weights = [w1, wo, m] + ([bo] if bo is not None else []) + [t for pair in hidden for t in pair]
+    if (torch.is_grad_enabled() and not _COMPILE["on"]
+            and not any(t.requires_grad for t in weights)):
+        # frozen twin (networks, bench): the whole sequence with a hand-written backward
+        return _Sequence.apply(u, y, dw if with_g else None, w1, wo, bo, m, (k, nw, n_in, zc, n),
+                               *[t for pair in hidden for t in pair])
     step = _compiled() if _COMPILE["on"] else _step
     out = []
     for t in range(steps):
@@ -139,6 +149,79 @@ def integrate_fast(p: Packed, u: Tensor, y0: Tensor, dw: Tensor | None) -> Tenso
                  w1, hidden, wo, bo, m, k, nw, n_in)
         out.append(y[:, zc:zc + n])
     return torch.stack(out, 1)
+
+
+class _Sequence(torch.autograd.Function):
+    """All steps of :func:`integrate_fast` for a frozen twin (no weight needs a gradient), with a
+    hand-written backward: the forward keeps every step's hidden activations ``(G, B, H)`` and
+    ``sigmoid(v) dW`` ``(B, N_w)`` (the only saved tensors); the backward runs the steps in reverse with a few large kernels per step and no
+    per-step autograd nodes. Gradients: ``u`` (steps >= 1) and the initial packed state ``y``."""
+
+    @staticmethod
+    def forward(ctx, u, y, dw, w1, wo, bo, m, meta, *hidden):
+        k, nw, n_in, zc, n = meta
+        bsz, steps = u.shape[:2]
+        groups, c = w1.shape[0], y.shape[1]
+        layers = [(hidden[i], hidden[i + 1]) for i in range(0, len(hidden), 2)]
+        acts = []                 # per step: [(G, B, H)] * (depth); fresh tensors, not one
+        d = []                    # huge buffer (first-touch page faults cost more than reuse)
+        z = []
+        for t in range(steps):
+            x = y[:, :k].unsqueeze(0).expand(groups, bsz, k)
+            hid = torch.bmm(x, w1).sigmoid_()
+            acts.append(hid)
+            for w, b in layers:
+                hid = torch.baddbmm(b, hid, w).sigmoid_()
+                acts.append(hid)
+            o = torch.bmm(hid, wo) if bo is None else torch.baddbmm(bo, hid, wo)
+            y = torch.addmm(o[0], y, m)
+            if dw is not None:
+                v = o[1, :, :nw].contiguous()     # contiguous: vectorised softplus
+                d.append(torch.sigmoid(v).mul_(dw[t]))
+                y[:, c - nw:] += torch.nn.functional.softplus(v).mul_(dw[t])
+            if t + 1 < steps:
+                y[:, :n_in] = u[:, t + 1]
+            z.append(y[:, zc:zc + n])
+        z = torch.stack(z, 1)
+        ctx.meta, ctx.n_layers, ctx.steps = meta, len(layers), steps
+        ctx.save_for_backward(w1, wo, m, *hidden, *acts, *d)
+        return z
+
+    @staticmethod
+    def backward(ctx, gz):
+        k, nw, n_in, zc, n = ctx.meta
+        saved = ctx.saved_tensors
+        w1, wo, m = saved[:3]
+        nl = ctx.n_layers
+        weights = [saved[3 + 2 * i] for i in range(nl)]
+        steps, depth = ctx.steps, nl + 1
+        acts = saved[3 + 2 * nl:3 + 2 * nl + depth * steps]
+        d = saved[3 + 2 * nl + depth * steps:] or None
+        groups, bsz = acts[0].shape[:2]
+        c = m.shape[0]
+        # contiguous transposes: bmm with a transposed view runs ~2x slower here
+        w1t, wot, mt = (w1.transpose(1, 2).contiguous(), wo.transpose(1, 2).contiguous(),
+                        m.t().contiguous())
+        wts = [w.transpose(1, 2).contiguous() for w in weights]
+        g = gz.new_zeros(bsz, c)
+        gu = gz.new_zeros(bsz, steps, n_in)
+        go = gz.new_zeros(groups, bsz, c)
+        for t in range(steps - 1, -1, -1):
+            g[:, zc:zc + n] += gz[:, t]
+            if t + 1 < steps:
+                gu[:, t + 1] = g[:, :n_in]
+                g[:, :n_in] = 0.0
+            go[0].copy_(g)
+            if d is not None:
+                torch.mul(g[:, c - nw:], d[t], out=go[1, :, :nw])
+            g_new = torch.mm(g, mt)
+            gh = torch.bmm(go, wot)
+            for i in range(nl - 1, -1, -1):
+                gh = torch.bmm(_sigmoid_backward_(gh, acts[t * depth + i + 1]), wts[i])
+            gx = torch.bmm(_sigmoid_backward_(gh, acts[t * depth]), w1t)
+            g_new[:, :k] += gx.sum(0)
+            g = g_new
+        return (gu, g, None, None, None, None, None, None) + (None,) * (2 * nl)
 
 
 def _step(y: Tensor, u_next: Tensor | None, dw_t: Tensor | None, w1: Tensor, hidden: list,
@@ -155,6 +238,39 @@ def _step(y: Tensor, u_next: Tensor | None, dw_t: Tensor | None, w1: Tensor, hid
     if u_next is not None:
         y[:, :n_in] = u_next
     return y
+
+
+def _sigmoid_backward_(grad: Tensor, out: Tensor) -> Tensor:
+    """``grad * out * (1 - out)`` written into ``grad`` (one fused pass, no allocation)."""
+    return torch.ops.aten.sigmoid_backward.grad_input(grad, out, grad_input=grad)
+
+
+_TUNED: dict = {}
+
+
+def tune_allocator() -> bool:
+    """Keep freed memory in the process (glibc ``mallopt``), once per process.
+
+    The step allocates and frees tensors of ~10 MB (B x 2H floats) by the hundred; glibc's
+    defaults hand many of them back to the kernel and take fresh pages on the next allocation,
+    and the page faults cost as much as the matmuls (measured here: a 13 MB copy 5.5 ms with
+    faults, 0.7 ms without). This sets ``M_MMAP_THRESHOLD`` to 32 MiB (glibc's maximum) and
+    ``M_TRIM_THRESHOLD`` to 2 GiB: the effect of a caching allocator (jemalloc/tcmalloc) without
+    one. Peak memory is unchanged; freed memory is reused instead of returned. Affects the whole
+    process (torchsde in the benchmark too). Set ``NADO_MALLOC_TUNE=0`` to leave malloc alone.
+    Returns whether it was applied.
+    """
+    if "done" not in _TUNED:
+        _TUNED["done"] = False
+        if os.environ.get("NADO_MALLOC_TUNE", "1") != "0" and sys.platform.startswith("linux"):
+            try:
+                libc = ctypes.CDLL(None)
+                ok = libc.mallopt(-3, 32 * 2 ** 20) == 1          # M_MMAP_THRESHOLD
+                ok = ok and libc.mallopt(-1, 2 ** 31 - 1) == 1    # M_TRIM_THRESHOLD
+                _TUNED["done"] = bool(ok)
+            except (OSError, AttributeError):                      # not glibc: nothing to do
+                pass
+    return _TUNED["done"]
 
 
 _COMPILED: dict = {}
