@@ -4,8 +4,9 @@
 128, full BPTT through SDE twins (an untrained twin with the NRA shape: 1
 input 0..80 Oe, 1 observable, 5 delays, 10 auxiliary noise variables; timing
 does not depend on the weights). Measures samples/s of forward + backward +
-Adam step, the peak resident memory the step adds, and extrapolates the time
-of an epoch of 60,000 samples. Targets: peak memory < 2 GiB at batch 128, an
+Adam step (with 1 or 2 intra-op threads, whichever is faster now: on a loaded 2-core
+machine 2 threads were several times slower), the peak resident memory the step
+adds, and extrapolates the time of an epoch of 60,000 samples. Targets: peak memory < 2 GiB at batch 128, an
 epoch < 3 minutes (on 2 cores). ``quick`` runs fewer steps.
 """
 from __future__ import annotations
@@ -56,6 +57,18 @@ def run(quick: bool) -> dict:
 
     rss0 = _peak_rss_bytes()
     step()                                     # warm-up (allocations, kernels)
+    # intra-op threads: on a shared 2-core machine 2 threads were 7-9x SLOWER than 1 here
+    # (0.27-0.36 s vs 2.5-2.6 s per step at load average ~2); time one step with each
+    # candidate and measure with the faster, reporting both
+    by_threads = {}
+    for th in sorted({1, min(2, threads)}):
+        torch.set_num_threads(th)
+        step()
+        t0 = time.perf_counter()
+        step()
+        by_threads[th] = time.perf_counter() - t0
+    best_threads = min(by_threads, key=by_threads.get)
+    torch.set_num_threads(best_threads)
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
@@ -68,7 +81,8 @@ def run(quick: bool) -> dict:
     return {
         "batch": batch, "frames": T, "nodes": list(nodes), "inputs": n_in, "outputs": n_out,
         "step_s": dt, "samples_per_s": rate, "epoch_60k_s": epoch_s,
-        "peak_rss_gib": peak_gib, "peak_rss_before_gib": rss0 / 2 ** 30, "threads": min(2, threads),
+        "peak_rss_gib": peak_gib, "peak_rss_before_gib": rss0 / 2 ** 30, "threads": best_threads,
+        "step_s_by_threads": {str(k): v for k, v in by_threads.items()},
         "targets": {
             "train_epoch_60k_s": target(epoch_s, 180.0, at_least=False),
             "train_peak_memory_gib": target(peak_gib, 2.0, at_least=False),
