@@ -62,7 +62,6 @@ _UP = zmq.EVENT_HANDSHAKE_SUCCEEDED   # a ZMTP handshake needs the server proces
 _AUTH_FAILED = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
 _EVENTS = _UP | zmq.EVENT_DISCONNECTED | _AUTH_FAILED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 _SLICE_MS = 500   # a waiting client looks at its connection this often
-_NOBLOCK = int(zmq.NOBLOCK)
 
 
 class RigClient:
@@ -251,14 +250,14 @@ class RigClient:
                     sock.setsockopt(zmq.RCVTIMEO, max(wait_ms, 1))
                     self._rcvtimeo = wait_ms
                 if frames is not None:
-                    frames = self._send(sock, frames)
+                    frames = P.try_send(sock, frames)  # None once sent
                 try:
                     msg = P.recv_frames(sock)
                 except zmq.Again:
                     pass
             else:
                 if frames is not None:
-                    frames = self._send(sock, frames)
+                    frames = P.try_send(sock, frames)  # None once sent
                 if sock.poll(wait_ms if self._monitor is None else min(wait_ms, 20)):
                     msg = P.recv_frames(sock)
                     self._connected = self._ever_connected = True   # a reply proves the connection
@@ -280,16 +279,6 @@ class RigClient:
             if reply.get("id") == rid or (reply.get("id") is None and reply.get("ok") is False):
                 return reply
             now = time.monotonic()
-
-    @staticmethod
-    def _send(sock: zmq.Socket, frames: list) -> list | None:
-        """Send without blocking; None when sent, else ``frames`` (no peer takes them yet: a
-        DEALER whose connection was refused, e.g. by CURVE, has none; retried after a slice)."""
-        try:
-            P.send_frames(sock, frames, _NOBLOCK)
-            return None
-        except zmq.Again:
-            return frames
 
     def _result(self, reply: dict, op: str, rig: str | None) -> dict[str, Any]:
         if reply.get("ok") is True and isinstance(reply.get("result"), dict):

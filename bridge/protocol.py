@@ -337,7 +337,7 @@ def error_frames(req_id: str | None, code: str, message: str) -> list[bytes]:
 # Small frames are copied into the ZeroMQ message (cheaper than a zero-copy ``zmq.Frame``);
 # frames of ``COPY_BELOW`` bytes or more travel zero-copy.
 
-_SNDMORE = int(zmq.SNDMORE)
+_SNDMORE, _NOBLOCK = int(zmq.SNDMORE), int(zmq.NOBLOCK)
 _bsend = _ZmqSocket.send
 _brecv = _ZmqSocket.recv
 COPY_BELOW = 1 << 16
@@ -366,3 +366,13 @@ def recv_frames(sock: zmq.Socket, flags: int = 0) -> list:
         f = _brecv(sock, 0, False, False)
         parts.append(f)
     return parts
+
+
+def try_send(sock: zmq.Socket, frames: Sequence[Any]) -> Sequence[Any] | None:
+    """Send without blocking: None when sent, else ``frames`` (no peer takes them yet, e.g. a
+    DEALER whose connection a CURVE server refused: a blocking send would wait for ever)."""
+    try:
+        send_frames(sock, frames, _NOBLOCK)
+        return None
+    except zmq.Again:
+        return frames

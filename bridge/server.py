@@ -23,11 +23,11 @@ Design (one thread owns each socket):
   at a time; different rigs work concurrently. Requests beyond ``queue_size``
   waiting for one rig are answered ``BUSY``. Workers send encoded replies back
   over an inproc PUSH socket of their own.
-- Fast path: a small request for an idle, emulated rig whose recent requests
-  took well under a millisecond per request of this size is executed on the
-  loop thread itself, saving two thread hand-offs (``RigWorker.fast``;
-  ``inline=False`` turns it off). Slow rigs and real rigs always use their
-  worker, so one rig never holds up another for long.
+- Inline: a small request for an idle, emulated rig whose recent requests took
+  well under a millisecond per request of this size runs on the loop thread,
+  saving two thread hand-offs (``RigWorker.fast``; ``inline=False`` turns it
+  off); slow and real rigs always use their worker. The common valid small drive
+  is parsed in one pass (``bridge/fastpath.py``), everything else as above.
 - Replies to rig ops are kept in a cache keyed by request id, bounded by count,
   age and bytes: a retried id is answered from the cache (or, while the first
   try still runs, when it finishes) and never executed twice.
@@ -37,8 +37,7 @@ Design (one thread owns each socket):
   with linger 0.
 
 ``status()`` returns counters (requests, drives executed, cache hits, errors by
-code, per rig). Extending the protocol with ops (locks, auth) means adding a
-branch to ``_check_args`` / ``_dispatch``.
+code, per rig). New ops: a branch in ``protocol.check_args`` / ``_dispatch``.
 """
 from __future__ import annotations
 
@@ -64,8 +63,7 @@ log = logging.getLogger(__name__)
 
 _NAME = f"bridge@{_socket.gethostname()}"
 _NOBLOCK, _EVENTS, _POLLIN = int(zmq.NOBLOCK), int(zmq.EVENTS), int(zmq.POLLIN)
-_zmq_poll = zmq.backend.zmq_poll          # the Cython calls, without zmq.Poller's / Socket's wrappers
-_getsockopt = zmq.backend.Socket.get
+_zmq_poll, _getsockopt = zmq.backend.zmq_poll, zmq.backend.Socket.get  # no Poller/Socket wrappers
 
 
 class RigServer(LeaseOps, FastDrive):
@@ -143,8 +141,7 @@ class RigServer(LeaseOps, FastDrive):
             raise RigUnavailable(f"cannot bind {bind}: {exc}; choose another endpoint or stop the "
                                  "process that holds it") from None
 
-    # ---- lifecycle -----------------------------------------------------------------------
-    def start(self) -> "RigServer":
+    def start(self) -> "RigServer":  # ---- lifecycle ----
         """Serve in a background thread; returns self."""
         if not self._started:
             self._started = True
@@ -192,19 +189,17 @@ class RigServer(LeaseOps, FastDrive):
             for n, r in self.rigs.items():
                 make_safe(n, r)
 
-    def __enter__(self) -> "RigServer":
+    def __enter__(self) -> "RigServer":  # starts serving
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # ---- loop ----------------------------------------------------------------------------
-    def _loop(self) -> None:
+    def _loop(self) -> None:  # ---- the loop thread ----
         for w in self._workers.values():
             w.start()
-        router, results = self._router, self._results
+        router, results, leases, stop = self._router, self._results, self._leases.leases, self._stop
         items = [(router, _POLLIN), (results, _POLLIN), (self._wake_r.fileno(), _POLLIN)]
-        leases, stop = self._leases.leases, self._stop
         try:
             while not stop.is_set():
                 events = [s for s, _ in _zmq_poll(items, 250 if leases else 500)]
