@@ -26,7 +26,15 @@ hidden state (``bmm``/``baddbmm``, sigmoids in place). One step::
 ``M`` (C, C) holds the delay shift, ``h A``, ``1 - h / tau`` and the drift's output bias
 (through the constant column). Autograd saves per device-step the two hidden activations of
 both networks (``4 H`` floats) and ``sigmoid(v) dW`` (N_w floats): with H = 64, N_w = 11 this is
-1068 bytes. Weight gradients (fitting) flow through the same graph.
+1068 bytes.
+
+Gradients. When no twin weight needs a gradient (a frozen twin inside a network, the benchmark)
+and grad mode is on, the whole sequence is one :class:`_Sequence` (``torch.autograd.Function``)
+whose hand-written backward runs the steps in reverse: per step a few ``bmm`` and in-place
+``sigmoid_backward`` kernels, no per-step autograd nodes, slices or scatters. Otherwise (fitting:
+weight gradients; ``torch.compile`` via :func:`nado.twin.integrate.use_compile`) each step is
+:func:`_step` under ordinary autograd. :func:`tune_allocator` keeps glibc from returning the
+step's ~10 MB blocks to the kernel (page faults otherwise cost as much as the matmuls).
 """
 from __future__ import annotations
 
@@ -37,12 +45,7 @@ import sys
 import torch
 from torch import Tensor
 
-from nado.twin.integrate import Packed, _Diffusion
-
-
-def eligible(method: str, substeps: int) -> bool:
-    """Whether :func:`integrate_fast` applies (Euler, one step per sample)."""
-    return method == "euler" and substeps == 1
+from nado.twin.integrate import _COMPILE, Packed, _Diffusion
 
 
 def _layout(p: Packed, n_in: int, n_aux: int):
@@ -135,7 +138,6 @@ def integrate_fast(p: Packed, u: Tensor, y0: Tensor, dw: Tensor | None) -> Tenso
         parts.append(y0.new_zeros(bsz, c - k))
     y = torch.cat(parts, 1)                                           # (B, C)
     nw = c - zc if with_g else 0
-    from nado.twin.integrate import _COMPILE
     weights = [w1, wo, m] + ([bo] if bo is not None else []) + [t for pair in hidden for t in pair]
     if (torch.is_grad_enabled() and not _COMPILE["on"]
             and not any(t.requires_grad for t in weights)):
