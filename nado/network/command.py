@@ -54,7 +54,10 @@ def session(args):
             twins = load_twins_dir(Path(args.twins), sc.kinds)
         else:
             runner = Runner(sc, out, StageCache(Path(sc.run.cache)), progress=not args.no_progress)
-            for kind in sc.kinds:
-                runner.device_stages(kind, clients[kind])
+            try:
+                for kind in sc.kinds:
+                    runner.device_stages(kind, clients[kind])
+            finally:  # stage locks are held from lookup to finish: free them even on failure
+                runner.cache.release_all()
             twins = runner.twins
         yield sc, conds, config, out, twins, clients

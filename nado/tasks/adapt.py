@@ -9,7 +9,8 @@ masking (the paper averages over three maskings).
 Shapes (``N`` samples, ``T`` steps, ``F`` features):
 
 - digits: ``x (N, frames, pixels)`` in [0, 1], ``y (N,)``; classification at the last frame.
-- emg: ``x (N, 30, 10)`` in [0, 1], ``y (N,)``; the readout window is steps 12..18.
+- emg: ``x (N, 30, 10)`` standardised per electrode on the training set (clipped at +-5 sd),
+  ``y (N,)``; the readout window is steps 12..18.
 - mackey_glass: the series standardised with the training samples' mean and std
   (inputs and targets alike; ``info["scale_mean"]``, ``info["scale_std"]``) as
   ``x_train (n_windows, window, 1)`` (or ``(1, 1000, 1)``), targets
