@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import zmq
 
 from . import protocol as P
 from .worker import INLINE_S, LEARN_RUNS
@@ -32,6 +33,7 @@ _ndarray = np.ndarray
 _Frame = P._Frame
 _DRIVE_ARGS = P.ARGS[P.DRIVE]
 _unpackb, _refuse_ext = P._unpackb, P._refuse_ext
+_send_frames = P.send_frames
 
 
 def _ref(ref: Any, i: int, frame: Any) -> np.ndarray | None:
@@ -89,7 +91,15 @@ class FastDrive:
         self._stats["inline"] += 1
         args["inputs"] = x
         code, frames, _ = worker.execute(rid, P.DRIVE, args)
-        self._finish(rid, P.DRIVE, rig, code, frames, [msg[:1]])
+        # RigServer._finish without a fault hook: count errors, cache the reply frames, send.
+        if code:
+            self._errors[code] += 1
+            self._rig_errors[rig][code] += 1
+        self._cache.put(rid, (P.DRIVE, rig), frames)
+        try:
+            _send_frames(self._router, [msg[0], *frames])
+        except zmq.ZMQError:  # e.g. HWM reached for a client that does not read
+            pass
         return True
 
 

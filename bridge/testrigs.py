@@ -23,6 +23,8 @@ from .errors import BadInput
 from .rig import DriveResult
 from .worker import validate_inputs
 
+_F8 = np.dtype("<f8")
+
 
 class _TestRig:
     kind = "test"
@@ -97,11 +99,18 @@ class EchoRig(_TestRig):
 
     def drive(self, inputs: Any, *, reset: bool = True, seed: int | None = None) -> DriveResult:
         with self._lock:
-            x, prev = self._start(inputs, reset)
-            initial = prev if prev is not None else np.zeros((x.shape[0], self.n_out))
-            self._state = np.array(x[:, -1, :])
-            return DriveResult(outputs=x, initial=np.array(initial, dtype=np.float64),
-                               instrument_s=x.shape[0] * x.shape[1] * self.step_s)
+            x = inputs
+            if (reset and type(x) is np.ndarray and x.dtype is _F8 and x.ndim == 3 and x.shape[2] == self.n_in
+                    and x.size and not self.latency_s):
+                self.drive_calls += 1   # the common case of _start, inlined
+                prev = None
+            else:
+                x, prev = self._start(inputs, reset)
+            B, T = x.shape[:2]
+            # prev is the last drive's own copy, replaced (never changed in place) just below
+            initial = prev if prev is not None else np.zeros((B, self.n_out))
+            self._state = x[:, -1, :].copy()
+            return DriveResult(x, initial, B * T * self.step_s)
 
 
 class LeakyRig(_TestRig):

@@ -152,3 +152,19 @@ def test_drive_reply_decodes_only_ok_drive_replies():
     assert drive_reply(short, "r1") is None
     err = [zmq.Frame(P.pack_header(P.reply_error("r1", "BUSY", "x")))]
     assert drive_reply(err, "r1") is None
+
+
+@pytest.mark.parametrize("seed", [None, 0, 7, 2**64 - 1])
+@pytest.mark.parametrize("reset", [True, False])
+@pytest.mark.parametrize("shape", [(1, 64, 1), (3, 5, 2), (0, 0, 1)])
+def test_spliced_headers_equal_packed_maps(seed, reset, shape):
+    from bridge.headers import reply_header, request_header
+    rid, sess = "r" * 32, "s" * 31
+    req = {"v": P.VERSION, "op": P.DRIVE, "rig": "echo-\u00e9", "client": sess, "id": rid,
+           "args": {"inputs": {"$nd": 0, "dtype": "<f8", "shape": list(shape)}, "reset": reset, "seed": seed}}
+    assert request_header(rid, "echo-\u00e9", sess, "<f8", shape, reset, seed) == P.pack_header(req)
+    rep = {"v": P.VERSION, "id": rid, "ok": True, "result": {
+        "outputs": {"$nd": 0, "dtype": "<f8", "shape": list(shape)},
+        "initial": {"$nd": 1, "dtype": "<f8", "shape": [shape[0], shape[2]]}, "instrument_s": 0.125}}
+    assert reply_header(rid, shape, (shape[0], shape[2]), 0.125) == P.pack_header(rep)
+    assert msgpack.unpackb(reply_header(rid, shape, (shape[0], shape[2]), 0.125)) == rep
