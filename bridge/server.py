@@ -218,17 +218,21 @@ class RigServer(LeaseOps, FastDrive):
             self._close_sockets()
 
     def _drain(self, sock: zmq.Socket, handle) -> None:
+        """Handle the messages waiting on ``sock`` (at most 256); the loop's poll tells when more come.
+        The last one handled returns straight to the poll (nothing after its reply but the return:
+        a client in this process waits for the GIL)."""
         for _ in range(256):
             try:
                 msg = P.recv_frames(sock, _NOBLOCK)
             except zmq.Again:
                 return
+            more = _getsockopt(sock, _EVENTS) & _POLLIN   # asked before the reply goes out
             try:
                 handle(msg)
             except Exception:  # never let one message stop the server
                 log.exception("internal error while handling a message")
                 self._errors[P.INTERNAL] += 1
-            if not _getsockopt(sock, _EVENTS) & _POLLIN:
+            if not more:
                 return
 
     def _close_sockets(self) -> None:

@@ -238,7 +238,7 @@ class RigWorker(threading.Thread):
         # BadInput / OutOfRange before the rig. Fast path (valid float64 within finite bounds):
         # one min and one max reduction (NaN fails both comparisons); else the precise check.
         if not (type(x) is np.ndarray and x.dtype is _F8 and x.ndim == 3 and x.shape[2] == n_in and x.size
-                and -math.inf < lo and hi < math.inf and lo <= _umin(x, None) and _umax(x, None) <= hi):
+                and -math.inf < lo and hi < math.inf and _in_range(x, lo, hi)):
             x = check_inputs(x, self.description)
         self.drives += 1
         res = self.rig.drive(x, reset=args.get("reset", True), seed=args.get("seed"))
@@ -256,6 +256,17 @@ class RigWorker(threading.Thread):
 
 
 _umin, _umax = np.minimum.reduce, np.maximum.reduce
+_SMALL = 64   # up to this many elements, the range check runs on a Python list (cheaper than numpy)
+
+
+def _in_range(x: np.ndarray, lo: float, hi: float) -> bool:
+    """Whether every element of the float64 array ``x`` is finite and in ``lo..hi`` (False: not sure,
+    e.g. a sum that overflows; the caller then runs the precise check)."""
+    if x.size <= _SMALL:
+        v = x.ravel().tolist()
+        s = sum(v)
+        return s - s == 0 and lo <= min(v) and max(v) <= hi   # NaN/inf make s - s NaN
+    return lo <= _umin(x, None) and _umax(x, None) <= hi      # NaN fails both comparisons
 _perf_counter = time.perf_counter
 
 

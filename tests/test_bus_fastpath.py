@@ -168,3 +168,19 @@ def test_spliced_headers_equal_packed_maps(seed, reset, shape):
         "initial": {"$nd": 1, "dtype": "<f8", "shape": [shape[0], shape[2]]}, "instrument_s": 0.125}}
     assert reply_header(rid, shape, (shape[0], shape[2]), 0.125) == P.pack_header(rep)
     assert msgpack.unpackb(reply_header(rid, shape, (shape[0], shape[2]), 0.125)) == rep
+
+
+@pytest.mark.parametrize("n", [1, 5, 64, 65, 300])
+def test_range_check_catches_nan_inf_and_out_of_range_anywhere(n):
+    from bridge.worker import _in_range
+    x = np.linspace(-1, 1, n).reshape(1, n, 1)
+    assert _in_range(x, -1.0, 1.0)
+    assert not _in_range(x, -0.5, 1.0) and (n == 1 or not _in_range(x, -1.0, 0.5))
+    for bad in (np.nan, np.inf, -np.inf):
+        for i in {0, n // 2, n - 1}:
+            y = x.copy()
+            y[0, i, 0] = bad
+            assert not _in_range(y, -1.0, 1.0), (bad, i)
+    big = np.full((1, n, 1), 1.7e308)   # the small path's sum may overflow: "not sure" (False) is allowed
+    assert bool(_in_range(big, -1.75e308, 1.75e308)) == (n == 1 or n > 64)
+    assert not _in_range(np.full((1, n, 1), np.nan), -1.0, 1.0)
