@@ -218,21 +218,18 @@ class RigServer(LeaseOps, FastDrive):
             self._close_sockets()
 
     def _drain(self, sock: zmq.Socket, handle) -> None:
-        """Handle the messages waiting on ``sock`` (at most 256); the loop's poll tells when more come.
-        The last one handled returns straight to the poll (nothing after its reply but the return:
-        a client in this process waits for the GIL)."""
+        """Handle the messages waiting on ``sock`` (at most 256; the loop's poll tells when more come)."""
         for _ in range(256):
             try:
                 msg = P.recv_frames(sock, _NOBLOCK)
             except zmq.Again:
                 return
-            more = _getsockopt(sock, _EVENTS) & _POLLIN   # asked before the reply goes out
             try:
                 handle(msg)
             except Exception:  # never let one message stop the server
                 log.exception("internal error while handling a message")
                 self._errors[P.INTERNAL] += 1
-            if not more:
+            if not _getsockopt(sock, _EVENTS) & _POLLIN:   # after the reply: overlaps its transport
                 return
 
     def _close_sockets(self) -> None:
@@ -264,9 +261,9 @@ class RigServer(LeaseOps, FastDrive):
         self._send(envelope, P.error_frames(rid, code, message))
 
     def _on_request(self, msg: list) -> None:
-        self._stats["requests"] += 1
-        if len(msg) == 3 and self._fast_drive(msg):  # the common small drive (bridge/fastpath.py)
+        if len(msg) == 3 and self._fast_drive(msg):  # the common small drive (bridge/fastpath.py; counts it)
             return
+        self._stats["requests"] += 1
         if len(msg) >= 2 and len(msg[1]) == 0:
             envelope, body = msg[:2], msg[2:]      # REQ client: [identity, b"", header, ...]
         else:
@@ -387,14 +384,13 @@ class RigServer(LeaseOps, FastDrive):
         if code:
             self._errors[code] += 1
             self._rig_errors[rig][code] += 1
-        self._cache.put(rid, (op, rig), frames)
         if fault:  # injected by the rig's bridge_fault_hook (emulator/faults.py); the cache keeps the truth
             self._stats[f"fault_{fault}"] += 1
-            if fault == "drop":
-                return
-            frames = corrupt(frames)
-        for envelope in envelopes:
-            self._send(envelope, frames)
+        if fault != "drop":
+            sent = corrupt(frames) if fault else frames
+            for envelope in envelopes:
+                self._send(envelope, sent)
+        self._cache.put(rid, (op, rig), frames)   # after the send: overlaps the reply's transport
 
 
 def corrupt(frames: list) -> list:
