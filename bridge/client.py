@@ -63,6 +63,7 @@ _UP = zmq.EVENT_HANDSHAKE_SUCCEEDED   # a ZMTP handshake needs the server proces
 _AUTH_FAILED = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
 _EVENTS = _UP | zmq.EVENT_DISCONNECTED | _AUTH_FAILED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 _F8 = np.dtype("<f8")
+_DRIVE = P.DRIVE
 _SLICE_MS = 500   # a waiting client looks at its connection this often
 
 
@@ -139,6 +140,8 @@ class RigClient:
         rid = f"{self._prefix}{next(self._count):08x}"   # self._new_id(), inlined
         head = request_header(rid, rig, self.session, arr.dtype.str, arr.shape, bool(reset), seed)
         res = self._roundtrip([head, arr], rid, P.DRIVE, rig)
+        if type(res) is DriveResult:
+            return res
         out, init, t = res.get("outputs"), res.get("initial"), res.get("instrument_s")
         if not (isinstance(out, np.ndarray) and isinstance(init, np.ndarray) and isinstance(t, (int, float))):
             raise ProtocolError(P.BAD_REQUEST, f"malformed drive reply from {self.endpoint}: {sorted(res)}")
@@ -216,6 +219,8 @@ class RigClient:
             if k:
                 time.sleep(min(self.backoff_s * 2 ** (k - 1), 2.0))
             reply = self._wait(self._socket(), rid, frames, op)
+            if type(reply) is DriveResult:   # an ok drive reply, decoded by fastpath.drive_reply
+                return reply
             if isinstance(reply, dict):
                 return self._result(reply, op, rig)
             dead += reply == "down"
@@ -230,9 +235,9 @@ class RigClient:
         raise RigTimeout(f"no reply from {self.endpoint} to {what} within {self.timeout_s:g} s, "
                          f"{tries} tries; is the server running? raise timeout_s for slow drives")
 
-    def _wait(self, sock: zmq.Socket, rid: str, frames: list | None = None, op: str = "") -> dict | str:
-        """Send ``frames``, then the reply to ``rid``; or "timeout", "down" (no connection for
-        dead_after_s), "damaged".
+    def _wait(self, sock: zmq.Socket, rid: str, frames: list | None = None, op: str = "") -> Any:
+        """Send ``frames``, then the reply to ``rid`` (a dict; an ok drive reply comes as its
+        DriveResult); or "timeout", "down" (no connection for dead_after_s), "damaged".
 
         Stale replies (other ids) are skipped. When connected this is a blocking
         receive in slices of at most 0.5 s; between slices the monitor tells
@@ -271,9 +276,9 @@ class RigClient:
                 if self._down_since is not None and now - self._down_since >= self.dead_after_s:
                     return "down"
                 continue
-            res = drive_reply(msg, rid) if op == P.DRIVE else None
+            res = drive_reply(msg, rid) if op == _DRIVE else None
             if res is not None:   # the common case, decoded in one pass (bridge/fastpath.py)
-                return {"ok": True, "result": res}
+                return res
             try:
                 reply = P.decode(msg)
             except ProtocolError as exc:

@@ -15,8 +15,9 @@ anything else to the general code, which then gives the precise error:
   the rig sees them; the reply is cached by id like any other. Anything else ->
   ``False`` (use the general path).
 - :func:`drive_reply`: the client's decode of a drive reply
-  ``[header, outputs, initial]``; ``None`` when the reply is anything else (the
-  client then uses :func:`bridge.protocol.decode`).
+  ``[header, outputs, initial]`` into its :class:`bridge.rig.DriveResult`; ``None``
+  when the reply is anything else (the client then uses
+  :func:`bridge.protocol.decode`).
 """
 from __future__ import annotations
 
@@ -27,12 +28,15 @@ import numpy as np
 import zmq
 
 from . import protocol as P
+from .rig import DriveResult
 from .worker import INLINE_S, LEARN_RUNS
 
 _F8 = np.dtype("<f8")
 _ndarray = np.ndarray
 _Frame = P._Frame
 _DRIVE_ARGS = P.ARGS[P.DRIVE]
+_DRIVE, _VERSION, _CLIENT_KEY, _MAX_ID, _MAX_HEADER = P.DRIVE, P.VERSION, P.CLIENT_KEY, P.MAX_ID_CHARS, P.MAX_HEADER_BYTES
+_SEED_END = 2**64
 _unpackb, _refuse_ext = P._unpackb, P._refuse_ext
 _send_frames = P.send_frames
 _perf_counter = time.perf_counter
@@ -63,26 +67,27 @@ class FastDrive:
 
     def _fast_drive(self, msg: list) -> bool:
         hf = msg[1]
-        if len(hf) > P.MAX_HEADER_BYTES or self._leases.leases or self._curve or not self.inline:
+        if len(hf) > _MAX_HEADER or self._leases.leases or self._curve or not self.inline:
             return False
         try:
             head = _unpackb(hf.buffer, ext_hook=_refuse_ext, timestamp=0, max_ext_len=0)
         except Exception:
             return False
-        if type(head) is not dict or head.get("op") != P.DRIVE or head.get("v") != P.VERSION:
+        if type(head) is not dict or head.get("op") != _DRIVE or head.get("v") != _VERSION:
             return False
-        rid, rig, args, client = head.get("id"), head.get("rig"), head.get("args"), head.get(P.CLIENT_KEY)
-        if (type(rid) is not str or not 0 < len(rid) <= P.MAX_ID_CHARS or type(args) is not dict
-                or (client is not None and not (type(client) is str and 0 < len(client) <= P.MAX_ID_CHARS))
+        get = head.get
+        rid, rig, args, client = get("id"), get("rig"), get("args"), get(_CLIENT_KEY)
+        if (type(rid) is not str or not 0 < len(rid) <= _MAX_ID or type(args) is not dict
+                or (client is not None and not (type(client) is str and 0 < len(client) <= _MAX_ID))
                 or not args.keys() <= _DRIVE_ARGS):
             return False
         worker = self._workers.get(rig) if type(rig) is str else None
         if (worker is None or worker.waiting or worker.fault_hook is not None or not worker.inline_ok
                 or worker.rate_s is None or worker.runs < LEARN_RUNS
-                or rid in self._pending or rid in self._cache):
+                or rid in self._pending or rid in self._cache._d):
             return False
         reset, seed = args.get("reset", True), args.get("seed")
-        if type(reset) is not bool or not (seed is None or (type(seed) is int and 0 <= seed < 2**64)):
+        if type(reset) is not bool or not (seed is None or (type(seed) is int and 0 <= seed < _SEED_END)):
             return False
         x = _ref(args.get("inputs"), 0, msg[2])
         if x is None or worker.rate_s * max(x.size, 1) >= INLINE_S:
@@ -114,12 +119,12 @@ class FastDrive:
         return True
 
 
-def drive_reply(msg: list, rid: str) -> dict[str, Any] | None:
-    """``{outputs, initial, instrument_s}`` of an ok drive reply to ``rid``, or None (not one)."""
+def drive_reply(msg: list, rid: str) -> DriveResult | None:
+    """The DriveResult of an ok drive reply to ``rid``, or None (not one)."""
     if len(msg) != 3:
         return None
     hf = msg[0]
-    if type(hf) is not _Frame or len(hf) > P.MAX_HEADER_BYTES:
+    if type(hf) is not _Frame or len(hf) > _MAX_HEADER:
         return None
     try:
         head = _unpackb(hf.buffer, ext_hook=_refuse_ext, timestamp=0, max_ext_len=0)
@@ -134,5 +139,4 @@ def drive_reply(msg: list, rid: str) -> dict[str, Any] | None:
     out, init = _ref(res.get("outputs"), 0, msg[1]), _ref(res.get("initial"), 1, msg[2])
     if out is None or init is None or type(t) not in (int, float):
         return None
-    res["outputs"], res["initial"] = out, init
-    return res
+    return DriveResult(out, init, float(t))

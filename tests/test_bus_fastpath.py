@@ -16,6 +16,7 @@ from bridge import RigClient, RigServer
 from bridge import protocol as P
 from bridge.errors import BadInput, OutOfRange
 from bridge.fastpath import drive_reply
+from bridge.rig import DriveResult
 from bridge.testrigs import EchoRig, LeakyRig
 
 
@@ -143,9 +144,10 @@ def test_drive_reply_decodes_only_ok_drive_replies():
         "initial": {"$nd": 1, "dtype": "<f8", "shape": [1, 1]}, "instrument_s": 0.5}}
     frames = [zmq.Frame(P.pack_header(head)), zmq.Frame(out.tobytes()), zmq.Frame(init.tobytes())]
     res = drive_reply(frames, "r1")
-    np.testing.assert_array_equal(res["outputs"], out)
-    np.testing.assert_array_equal(res["initial"], init)
-    assert res["instrument_s"] == 0.5
+    assert isinstance(res, DriveResult)
+    np.testing.assert_array_equal(res.outputs, out)
+    np.testing.assert_array_equal(res.initial, init)
+    assert res.instrument_s == 0.5 and type(res.instrument_s) is float
     assert drive_reply(frames, "other-id") is None
     assert drive_reply(frames[:2], "r1") is None
     short = [frames[0], zmq.Frame(out.tobytes()[:-8]), frames[2]]
