@@ -242,9 +242,12 @@ class RigClient:
         Stale replies (other ids) are skipped. When connected this is a blocking
         receive in slices of at most 0.5 s; between slices the monitor tells
         whether the connection dropped. The request is sent just before the first
-        receive: with client and server in one process, Python work between the two
-        makes the server's thread wait for the GIL.
+        receive, before only the few steps that time the wait (the request's transport
+        outlasts them): with client and server in one process, more Python work between
+        the two would make the server's thread wait for the GIL.
         """
+        if frames is not None and self._connected:
+            frames = P.try_send(sock, frames)  # None once sent
         now = time.monotonic()
         deadline = now + self.timeout_s
         while True:
