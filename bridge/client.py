@@ -62,8 +62,7 @@ log = logging.getLogger(__name__)
 _UP = zmq.EVENT_HANDSHAKE_SUCCEEDED   # a ZMTP handshake needs the server process (a TCP connect does not)
 _AUTH_FAILED = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
 _EVENTS = _UP | zmq.EVENT_DISCONNECTED | _AUTH_FAILED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-_F8 = np.dtype("<f8")
-_DRIVE = P.DRIVE
+_F8, _DRIVE = np.dtype("<f8"), P.DRIVE
 _SLICE_MS = 500   # a waiting client looks at its connection this often
 
 
@@ -125,11 +124,9 @@ class RigClient:
     def drive(self, inputs: Any, *, reset: bool = True, seed: int | None = None,
               rig: str | None = None) -> DriveResult:
         """Drive the rig with ``inputs`` ``(B, T, n_in)``; returns outputs ``(B, T, n_out)``."""
-        if type(inputs) is np.ndarray and inputs.dtype is _F8 and inputs.flags.c_contiguous:
-            arr = inputs   # the common case: already what travels
-        else:
-            arr = np.asarray(inputs)
-            if arr.dtype.kind not in "fiu":
+        arr = inputs   # the common case (C-contiguous float64) travels as it is
+        if not (type(arr) is np.ndarray and arr.dtype is _F8 and arr.flags.c_contiguous):
+            if (arr := np.asarray(inputs)).dtype.kind not in "fiu":
                 raise BadInput(f"inputs must be numeric, got dtype {arr.dtype}")
             arr = P.wire_array(arr)
         if seed is not None:
@@ -139,9 +136,8 @@ class RigClient:
         rig = rig or self.rig or self._rig(None)
         rid = f"{self._prefix}{next(self._count):08x}"   # self._new_id(), inlined
         head = request_header(rid, rig, self.session, arr.dtype.str, arr.shape, bool(reset), seed)
-        res = self._roundtrip([head, arr], rid, P.DRIVE, rig)
-        if type(res) is DriveResult:
-            return res
+        if type(res := self._roundtrip([head, arr], rid, _DRIVE, rig)) is DriveResult:
+            return res   # decoded by fastpath.drive_reply
         out, init, t = res.get("outputs"), res.get("initial"), res.get("instrument_s")
         if not (isinstance(out, np.ndarray) and isinstance(init, np.ndarray) and isinstance(t, (int, float))):
             raise ProtocolError(P.BAD_REQUEST, f"malformed drive reply from {self.endpoint}: {sorted(res)}")
@@ -219,10 +215,10 @@ class RigClient:
             if k:
                 time.sleep(min(self.backoff_s * 2 ** (k - 1), 2.0))
             reply = self._wait(self._socket(), rid, frames, op)
-            if type(reply) is DriveResult:   # an ok drive reply, decoded by fastpath.drive_reply
-                return reply
             if isinstance(reply, dict):
                 return self._result(reply, op, rig)
+            if type(reply) is DriveResult:   # an ok drive reply, decoded by fastpath.drive_reply
+                return reply
             dead += reply == "down"
             self._drop_socket()  # lazy pirate: a fresh socket for the retry
         what = f"{op}" + (f" on rig '{rig}'" if rig else "")
@@ -239,13 +235,10 @@ class RigClient:
         """Send ``frames``, then the reply to ``rid`` (a dict; an ok drive reply comes as its
         DriveResult); or "timeout", "down" (no connection for dead_after_s), "damaged".
 
-        Stale replies (other ids) are skipped. When connected this is a blocking
-        receive in slices of at most 0.5 s; between slices the monitor tells
-        whether the connection dropped. The request is sent just before the first
-        receive, before only the few steps that time the wait (the request's transport
-        outlasts them): with client and server in one process, more Python work between
-        the two would make the server's thread wait for the GIL.
-        """
+        Stale replies (other ids) are skipped. When connected this is a blocking receive in
+        slices of at most 0.5 s; between slices the monitor tells whether the connection dropped.
+        The request is sent just before the first receive (between them only the timing, which
+        the transport outlasts): in one process, more work there makes the server wait for the GIL."""
         if frames is not None and self._connected:
             frames = P.try_send(sock, frames)  # None once sent
         now = time.monotonic()

@@ -37,6 +37,7 @@ _Frame = P._Frame
 _DRIVE_ARGS = P.ARGS[P.DRIVE]
 _DRIVE, _VERSION, _CLIENT_KEY, _MAX_ID, _MAX_HEADER = P.DRIVE, P.VERSION, P.CLIENT_KEY, P.MAX_ID_CHARS, P.MAX_HEADER_BYTES
 _SEED_END = 2**64
+_ND_KEY, _MAX_NDIM = P.ND_KEY, P.MAX_NDIM
 _unpackb, _refuse_ext = P._unpackb, P._refuse_ext
 _send_frames = P.send_frames
 _perf_counter = time.perf_counter
@@ -46,11 +47,11 @@ def _ref(ref: Any, i: int, frame: Any) -> np.ndarray | None:
     """The ``<f8`` array that ``ref`` (``{$nd: i, dtype, shape}``) declares over ``frame``, or None."""
     if type(ref) is not dict or len(ref) != 3 or ref.get("dtype") != "<f8":
         return None
-    nd = ref.get(P.ND_KEY)
+    nd = ref.get(_ND_KEY)
     if type(nd) is not int or nd != i:
         return None
     shape = ref.get("shape")
-    if type(shape) is not list or len(shape) > P.MAX_NDIM:
+    if type(shape) is not list or len(shape) > _MAX_NDIM:
         return None
     n = 8
     for d in shape:

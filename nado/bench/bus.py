@@ -16,8 +16,9 @@ Both servers listen on ``tcp://127.0.0.1`` in this process; blocks of raw and
 bus round trips alternate so that load on the machine hits both alike (the
 1-minute load average is recorded beside the figures). The bus's extra cost on
 a small drive is Python work per message (msgpack header, schema and range
-checks, reply cache, the rig's own call, result dataclass; see
-``bridge/fastpath.py``), 0.7 to 1 raw echo round trip on a loaded 2-core
+checks, the rig's own call, result dataclass; see ``bridge/fastpath.py`` and
+``bridge/headers.py``; the reply cache entry and the rig's timing are made after
+the reply is sent), about 0.4 to 0.7 raw echo round trip on a shared 2-core
 machine; large drives move as zero-copy frames.
 """
 from __future__ import annotations
