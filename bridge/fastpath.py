@@ -28,6 +28,7 @@ import numpy as np
 import zmq
 
 from . import protocol as P
+from .headers import _reply_mid, known_reply, learn_reply
 from .rig import DriveResult
 from .worker import INLINE_S, LEARN_RUNS
 
@@ -127,6 +128,11 @@ def drive_reply(msg: list, rid: str) -> DriveResult | None:
     hf = msg[0]
     if type(hf) is not _Frame or len(hf) > _MAX_HEADER:
         return None
+    known = known_reply(hf.bytes, rid)   # the common case: a header packed like reply_header's
+    if known is not None:
+        o, i = msg[1], msg[2]
+        if type(o) is _Frame and type(i) is _Frame and len(o) == known[1] and len(i) == known[3]:
+            return DriveResult(_ndarray(known[0], _F8, o), _ndarray(known[2], _F8, i), known[4])
     try:
         head = _unpackb(hf.buffer, ext_hook=_refuse_ext, timestamp=0, max_ext_len=0)
     except Exception:
@@ -140,4 +146,6 @@ def drive_reply(msg: list, rid: str) -> DriveResult | None:
     out, init = _ref(res.get("outputs"), 0, msg[1]), _ref(res.get("initial"), 1, msg[2])
     if out is None or init is None or type(t) not in (int, float):
         return None
+    if (out.shape, init.shape) not in _reply_mid:   # the next reply of these shapes takes known_reply
+        learn_reply(out.shape, init.shape)
     return DriveResult(out, init, float(t))

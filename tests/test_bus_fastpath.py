@@ -186,3 +186,21 @@ def test_range_check_catches_nan_inf_and_out_of_range_anywhere(n):
     big = np.full((1, n, 1), 1.7e308)   # the small path's sum may overflow: "not sure" (False) is allowed
     assert bool(_in_range(big, -1.75e308, 1.75e308)) == (n == 1 or n > 64)
     assert not _in_range(np.full((1, n, 1), np.nan), -1.0, 1.0)
+
+
+def test_known_reply_only_for_exact_headers_of_learned_shapes():
+    from bridge.headers import known_reply, learn_reply, reply_header
+    learn_reply((2, 3, 1), (2, 1))
+    hb = reply_header("id-1", (2, 3, 1), (2, 1), 0.25)
+    assert known_reply(hb, "id-1") == ((2, 3, 1), 48, (2, 1), 16, 0.25)
+    assert known_reply(hb, "id-2") is None                       # another request's reply
+    assert known_reply(hb[:-1], "id-1") is None and known_reply(hb + b"\x00", "id-1") is None
+    other = P.pack_header({"v": 1, "id": "id-1", "ok": True, "result": {   # shapes never learned
+        "outputs": {"$nd": 0, "dtype": "<f8", "shape": [9, 3, 5]},
+        "initial": {"$nd": 1, "dtype": "<f8", "shape": [9, 5]}, "instrument_s": 0.25}})
+    assert known_reply(other, "id-1") is None
+    # a reply whose frames do not match its header's shapes is not decoded by the shortcut
+    bad = [zmq.Frame(hb), zmq.Frame(b"\x00" * 40), zmq.Frame(b"\x00" * 16)]
+    assert drive_reply(bad, "id-1") is None
+    ok = drive_reply([zmq.Frame(hb), zmq.Frame(np.arange(6.0).tobytes()), zmq.Frame(b"\x00" * 16)], "id-1")
+    assert ok.outputs.shape == (2, 3, 1) and ok.outputs[1, 2, 0] == 5.0 and ok.instrument_s == 0.25
