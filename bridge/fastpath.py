@@ -12,12 +12,14 @@ anything else to the general code, which then gives the precise error:
   rig with no fault hook that may run inline (``RigWorker.fast``): the header
   checks of ``RigServer._on_request`` and ``protocol.check_args`` are done here;
   the inputs are validated against the rig's range (``RigWorker._drive``) before
-  the rig sees them; the reply is cached by id like any other. Anything else ->
-  ``False`` (use the general path).
+  the rig sees them; the reply is cached by id like any other, right after it is
+  sent (the loop takes no message in between, so a retry still finds it).
+  Anything else -> ``False`` (use the general path).
 - :func:`drive_reply`: the client's decode of a drive reply
-  ``[header, outputs, initial]`` into its :class:`bridge.rig.DriveResult`; ``None``
-  when the reply is anything else (the client then uses
-  :func:`bridge.protocol.decode`).
+  ``[header, outputs, initial]`` into its :class:`bridge.rig.DriveResult`
+  (headers packed exactly as ``bridge.headers.reply_header`` packs them, for
+  shapes seen before, by a byte match); ``None`` when the reply is anything else
+  (the client then uses :func:`bridge.protocol.decode`).
 """
 from __future__ import annotations
 
