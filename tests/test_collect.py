@@ -1,36 +1,16 @@
 """Collection through the bus (RigServer on inproc): active range, layout, resume, determinism."""
-import itertools
 
 import h5py
 import numpy as np
 import pytest
 
-from bridge import RigClient, RigServer
 from bridge.testrigs import LeakyRig
 from nado.active_range import range_from_curve, sensitivity_curve
 from nado.collect import collect, find_active_range
 from nado.dataset import load_dataset
 from nado.errors import ConfigError, DatasetError
 
-_ids = itertools.count()
 
-
-@pytest.fixture
-def served():
-    """Start a server for given rigs on a fresh inproc endpoint; yield a client factory."""
-    servers, clients = [], []
-
-    def make(rig, name="rig"):
-        ep = f"inproc://test-collect-{next(_ids)}"
-        servers.append(RigServer({name: rig}, ep).start())
-        clients.append(RigClient(ep, name, timeout_s=20.0))
-        return clients[-1]
-
-    yield make
-    for c in clients:
-        c.close()
-    for s in servers:
-        s.close()
 
 
 def test_sensitivity_curve_of_a_ramp():

@@ -5,39 +5,19 @@ check is deterministic. SNRs are measured as DESIGN.md defines them (M=64
 sequences x R=32 repeats x T=20 steps, uniform over the active range), which
 estimates an SNR within ~5 %.
 """
-import itertools
 
 import numpy as np
 import pytest
 
-from bridge import RigClient, RigServer
 from bridge.errors import OutOfRange, StationError
 from bridge.station import build_rigs, parse_station
 from emulator.asvi import ASVIRig
 from emulator.calibrate import measure_snr
 from emulator.nra import NRARig
 
-_ids = itertools.count()
 NRA_ACTIVE = (20.0, 35.0)
 ASVI_ACTIVE = (100.0, 215.0)
 
-
-@pytest.fixture
-def served():
-    """Serve given rigs on a fresh inproc endpoint; yield a client factory (closed afterwards)."""
-    servers, clients = [], []
-
-    def make(rig, name):
-        ep = f"inproc://test-emulator-{next(_ids)}"
-        servers.append(RigServer({name: rig}, ep).start())
-        clients.append(RigClient(ep, name, timeout_s=60.0))
-        return clients[-1]
-
-    yield make
-    for c in clients:
-        c.close()
-    for s in servers:
-        s.close()
 
 
 @pytest.fixture

@@ -1,19 +1,16 @@
 """Safety interlocks (bridge.limits): station limits, refusal before the rig, make_safe, check."""
-import itertools
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bridge import RigClient, RigServer
 from bridge.errors import BadInput, OutOfRange, RigError, StationError
 from bridge.limits import GuardedRig, Limits, check_station, guard
 from bridge.station import build_rigs, load_station
 from bridge.testrigs import EchoRig
 
 ROOT = Path(__file__).resolve().parents[1]
-_ids = itertools.count()
 
 # The README's example user driver, verbatim: tests load it through a station file.
 EXAMPLE_DRIVER = '''
@@ -72,22 +69,6 @@ class MyRig:
         self.make_safe()
 '''
 
-
-@pytest.fixture
-def served():
-    servers, clients = [], []
-
-    def make(rigs, name):
-        ep = f"inproc://test-limits-{next(_ids)}"
-        servers.append(RigServer(rigs, ep).start())
-        clients.append(RigClient(ep, name, timeout_s=20.0, retries=1))
-        return clients[-1]
-
-    yield make
-    for c in clients:
-        c.close()
-    for s in servers:
-        s.close()
 
 
 def write(path: Path, text: str) -> Path:

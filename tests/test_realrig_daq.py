@@ -5,12 +5,10 @@ Signal-path tolerance: per-step outputs within ``0.03 * |largest jump| + 0.02 oh
 device's per-rotation resistance (lock-in smear between rotations ~2 % of a jump, white
 noise 2 mV rms at 2 MHz ~0.01 ohm per rotation mean).
 """
-import itertools
 
 import numpy as np
 import pytest
 
-from bridge import RigClient, RigServer
 from bridge.daq import hardware
 from bridge.daq.fake import FakeTaskFactory
 from bridge.daq.nra import DaqNRARig
@@ -22,7 +20,6 @@ from emulator.nra import NRARig
 CAL = (12.0, 12.0)
 LIMITS = {"max_field_oe": 80.0, "max_coil_v": 8.0, "max_slew_oe_per_s": 150_000.0}
 AI_SPR, AO_SPR = 31_250, 3_125
-_ids = itertools.count()
 
 
 def emulated_response(seed: int = 5):
@@ -148,28 +145,12 @@ def test_real_rig_without_limits_refuses_to_start():
         guard(rig, {"max_field_oe": 80.0, "max_coil_v": 8.0})
 
 
-@pytest.fixture
-def served():
-    servers, clients = [], []
-
-    def make(rig, name="nra"):
-        ep = f"inproc://test-realrig-{next(_ids)}"
-        servers.append(RigServer({name: rig}, ep).start())
-        clients.append(RigClient(ep, name, timeout_s=20.0, retries=1))
-        return clients[-1]
-
-    yield make
-    for c in clients:
-        c.close()
-    for s in servers:
-        s.close()
-
 
 def test_daq_error_mid_drive_ramps_down_and_returns_rig_fault(served):
     k = AO_SPR * 3 + AO_SPR // 3  # failure a third into the reset's second rotation: coils energised
     fake = FakeTaskFactory(emulated_response(), oe_per_volt=CAL, fail_on=("read", 1), fail_generated=k)
     rig, _ = make_rig(fake)
-    client = served(rig)
+    client = served(rig, "nra")
     x = np.full((1, 4, 1), 30.0)
     with pytest.raises(RigError) as info:
         client.drive(x)

@@ -1,11 +1,9 @@
 """backend = "replay": a `nado collect` file served as a rig, round trip through the bus."""
-import itertools
 
 import h5py
 import numpy as np
 import pytest
 
-from bridge import RigClient, RigServer
 from bridge.errors import BadInput, RigError, StationError
 from bridge.replay import ReplayRig
 from bridge.station import build_rigs, parse_station
@@ -13,24 +11,7 @@ from bridge.testrigs import LeakyRig
 from nado.collect import collect
 from nado.dataset import Dataset, load_dataset, save_dataset
 
-_ids = itertools.count()
 
-
-@pytest.fixture
-def served():
-    servers, clients = [], []
-
-    def make(rigs, name):
-        ep = f"inproc://test-replay-{next(_ids)}"
-        servers.append(RigServer(rigs, ep).start())
-        clients.append(RigClient(ep, name, timeout_s=20.0, retries=1))
-        return clients[-1]
-
-    yield make
-    for c in clients:
-        c.close()
-    for s in servers:
-        s.close()
 
 
 @pytest.fixture
