@@ -10,16 +10,8 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    from ..network.command import add_common
-    p = sub.add_parser("cascade", help="cascade learning vs direct training, after transfer")
-    add_common(p)
-    p.set_defaults(func=run)
-
-
-def run(args) -> int:
-    from ..network.command import session
-    with session(args) as (sc, conds, config, out, twins, clients):
-        return _run(sc, conds, config, out, twins, clients)
+    from ..network.command import stage_command
+    stage_command(sub, "cascade", "cascade learning vs direct training, after transfer", _run)
 
 
 def _run(sc, conds, config, out, twins, clients) -> int:

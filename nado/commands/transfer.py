@@ -9,16 +9,8 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    from ..network.command import add_common
-    p = sub.add_parser("transfer", help="transfer trained networks to the rigs and compare with simulation")
-    add_common(p)
-    p.set_defaults(func=run)
-
-
-def run(args) -> int:
-    from ..network.command import session
-    with session(args) as (sc, conds, config, out, twins, clients):
-        return _run(sc, conds, config, out, twins, clients)
+    from ..network.command import stage_command
+    stage_command(sub, "transfer", "transfer trained networks to the rigs and compare with simulation", _run)
 
 
 def _run(sc, conds, config, out, twins, clients) -> int:

@@ -27,6 +27,21 @@ def add_common(p) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def stage_command(sub, name: str, help: str, body) -> None:
+    """Add ``nado NAME SCENARIO.toml [--out DIR] [--twins DIR] [--quick] [--no-progress]``.
+
+    Its ``func`` opens a :func:`session` and returns ``body(sc, conds, config, out, twins,
+    clients)``: the one shape of ``nado train``, ``transfer`` and ``cascade``.
+    """
+    p = sub.add_parser(name, help=help)
+    add_common(p)
+
+    def run(args) -> int:
+        with session(args) as ctx:
+            return body(*ctx)
+    p.set_defaults(func=run)
+
+
 @contextlib.contextmanager
 def session(args):
     """Yield ``(scenario, conditions, config, out_dir, twins, clients)`` for a command.
