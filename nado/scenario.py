@@ -200,15 +200,21 @@ def _check_pooled_kinds(sc: Scenario) -> None:
                               f'mode = "sequences", or name one rig for {kind}')
 
 
-def load_scenario(path: str | Path, *, quick: bool = False) -> Scenario:
-    """Read and validate a scenario file (see the module docstring)."""
+def read_toml(path: str | Path) -> dict:
+    """The TOML table of a scenario file; ConfigError naming the path when missing or invalid."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"scenario file not found: {path}")
     try:
-        raw = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+
+
+def load_scenario(path: str | Path, *, quick: bool = False) -> Scenario:
+    """Read and validate a scenario file (see the module docstring)."""
+    path = Path(path)
+    raw = read_toml(path)
     try:
         return validate(raw, quick=quick, source=str(path.resolve()))
     except ConfigError as exc:

@@ -228,15 +228,10 @@ class Sweep:
     """Trials of a sweep on disk; :meth:`run` runs the ones that need it (see the module docstring)."""
 
     def __init__(self, spec: SweepSpec, *, log: Callable[[str], None] | None = None) -> None:
-        from .scenario import dump_toml, validate
+        from .scenario import dump_toml, read_toml, validate
         self.spec, self.log = spec, log or (lambda m: print(m, file=sys.stderr, flush=True))
         path = Path(spec.scenario)
-        if not path.is_file():
-            raise ConfigError(f"scenario file not found: {path}")
-        try:
-            raw = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        raw = read_toml(path)
         if not isinstance(spec.threads, int) or spec.threads < 1:
             raise ConfigError(f"--threads must be an integer >= 1, got {spec.threads!r}")
         self.out = Path(spec.out).resolve()
