@@ -41,14 +41,21 @@ CURRENT_A = 2e-3
 FILTER_ORDER = 4
 
 
+def whole_multiple(rate_hz: float, base_hz: float, *, minimum: int = 1,
+                   what: str = "the base rate") -> int:
+    """``rate_hz / base_hz`` as an int; ValueError unless it is a whole number >= ``minimum``."""
+    ratio = rate_hz / base_hz
+    n = int(round(ratio))
+    if n < minimum or abs(ratio - n) > 1e-9 * ratio:
+        at_least = f" (>= {minimum})" if minimum > 1 else ""
+        raise ValueError(f"the rate {rate_hz:g} Hz must be a whole multiple{at_least} of {what} "
+                         f"{base_hz:g} Hz")
+    return n
+
+
 def decimation_factor(sample_rate_hz: float, output_rate_hz: float) -> int:
     """``sample_rate_hz / output_rate_hz`` as an int; ValueError if it is not a whole number."""
-    ratio = sample_rate_hz / output_rate_hz
-    factor = int(round(ratio))
-    if factor < 1 or abs(ratio - factor) > 1e-9 * ratio:
-        raise ValueError(f"the sample rate {sample_rate_hz:g} Hz must be a whole multiple of the "
-                         f"lock-in output rate {output_rate_hz:g} Hz")
-    return factor
+    return whole_multiple(sample_rate_hz, output_rate_hz, what="the lock-in output rate")
 
 
 @lru_cache(maxsize=16)

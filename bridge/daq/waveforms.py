@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import lockin
+
 
 def experiment_amplitudes(steps_oe: np.ndarray, *, reset: bool, reset_oe: float,
                           reset_max_oe: float, lead_in: int = 1, ramp_down: int = 1) -> np.ndarray:
@@ -67,13 +69,8 @@ def coil_waveforms(amplitudes_oe: np.ndarray, *, rate_hz: float, rotation_hz: fl
 
 
 def samples_per_rotation(rate_hz: float, rotation_hz: float) -> int:
-    """``rate_hz / rotation_hz`` as an int; ValueError unless it is a whole number."""
-    ratio = rate_hz / rotation_hz
-    n = int(round(ratio))
-    if n < 4 or abs(ratio - n) > 1e-9 * ratio:
-        raise ValueError(f"the rate {rate_hz:g} Hz must be a whole multiple (>= 4) of the rotation "
-                         f"frequency {rotation_hz:g} Hz")
-    return n
+    """``rate_hz / rotation_hz`` as an int; ValueError unless it is a whole number >= 4."""
+    return lockin.whole_multiple(rate_hz, rotation_hz, minimum=4, what="the rotation frequency")
 
 
 def field_amplitudes(volts: np.ndarray, *, rate_hz: float, rotation_hz: float,
