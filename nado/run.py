@@ -145,8 +145,8 @@ class Runner:
         self.datasets[kind] = ds
         from .snr import snr_from_repeats
         rig = self.results["rigs"][sc.rig_name(kind)]
-        rig.update({"snr": snr_from_repeats(ds.repeats_outputs)["snr"],
-                    "snr_detail": snr_from_repeats(ds.repeats_outputs),
+        snr = snr_from_repeats(ds.repeats_outputs)
+        rig.update({"snr": snr["snr"], "snr_detail": snr,
                     "active_range": [np.asarray(ds.active_lo).tolist(), np.asarray(ds.active_hi).tolist()],
                     "dataset": str(d / "data.h5"), "cached": done,
                     "instrument_s": float(ds.attrs.get("instrument_s", 0.0))})
