@@ -107,15 +107,17 @@ def _describe(args) -> int:
             out = client.describe()
         else:
             out = {name: client.describe(rig=name) for name in client.hello()["rigs"]}
-    json.dump(out, sys.stdout, indent=2)
-    print()
-    return 0
+    return _print_json(out)
 
 
 def _status(args) -> int:
     with _client(args) as client:
-        out = client.status()
-    json.dump(out, sys.stdout, indent=2)
+        return _print_json(client.status())
+
+
+def _print_json(obj) -> int:
+    """Print ``obj`` as indented JSON on stdout; the command's exit status (0)."""
+    json.dump(obj, sys.stdout, indent=2)
     print()
     return 0
 
