@@ -202,35 +202,34 @@ class Runner:
                     and not (k == "method" and v not in ("euler", "rk4"))}
         sde_arch = {k: v for k, v in arch.items() if not (k == "method" and v not in ("euler", "heun"))}
         out, hist = {}, {}
-        with self.timed(f"twin_ode.{kind}"):
-            d, done = self.cache.lookup(f"ode-{kind}", {"data": data_key, "arch": ode_arch,
-                                                       "fit": sc.twins.ode, "seed": self.seed,
-                                                       "code": code_digest("nado.twin")})
-            if not done:
-                twin, h = fit_ode(train, config_from_dataset(train, "ode", **ode_arch), seed=self.seed,
-                                  progress=self.progress, **sc.twins.ode)
-                save_twin(twin, d / "twin.pt")
-                write_json_atomic(d / "history.json", h)
-                self.cache.finish(d)
-            out["ode"] = load_twin(d / "twin.pt")
-            hist["ode"] = _read_json(d / "history.json")
-            self.keys[f"ode.{kind}"] = d.name
-        with self.timed(f"twin_sde.{kind}"):
-            d, done = self.cache.lookup(f"sde-{kind}", {"ode": self.keys[f"ode.{kind}"], "arch": sde_arch,
-                                                       "fit": sc.twins.sde, "seed": self.seed,
-                                                       "code": code_digest("nado.twin")})
-            if not done:
-                oc = out["ode"].config
-                cfg = config_from_dataset(train, "sde", **{**sde_arch, "n_delay": oc.n_delay,
-                                                           "width": oc.width, "depth": oc.depth})
-                twin, h = fit_sde(train, out["ode"], cfg, seed=self.seed, progress=self.progress,
-                                  **sc.twins.sde)
-                save_twin(twin, d / "twin.pt")
-                write_json_atomic(d / "history.json", h)
-                self.cache.finish(d)
-            out["sde"] = load_twin(d / "twin.pt")
-            hist["sde"] = _read_json(d / "history.json")
-            self.keys[f"sde.{kind}"] = d.name
+
+        def fit_ode_twin():
+            return fit_ode(train, config_from_dataset(train, "ode", **ode_arch), seed=self.seed,
+                           progress=self.progress, **sc.twins.ode)
+
+        def fit_sde_twin():
+            oc = out["ode"].config
+            cfg = config_from_dataset(train, "sde", **{**sde_arch, "n_delay": oc.n_delay,
+                                                       "width": oc.width, "depth": oc.depth})
+            return fit_sde(train, out["ode"], cfg, seed=self.seed, progress=self.progress,
+                           **sc.twins.sde)
+
+        stages = (("ode", {"data": data_key, "arch": ode_arch, "fit": sc.twins.ode}, fit_ode_twin),
+                  ("sde", None, fit_sde_twin))
+        for twin_kind, inputs, fit in stages:
+            if inputs is None:  # the SDE twin's inputs: the ODE twin it was fitted on
+                inputs = {"ode": self.keys[f"ode.{kind}"], "arch": sde_arch, "fit": sc.twins.sde}
+            with self.timed(f"twin_{twin_kind}.{kind}"):
+                d, done = self.cache.lookup(f"{twin_kind}-{kind}", {
+                    **inputs, "seed": self.seed, "code": code_digest("nado.twin")})
+                if not done:
+                    twin, h = fit()
+                    save_twin(twin, d / "twin.pt")
+                    write_json_atomic(d / "history.json", h)
+                    self.cache.finish(d)
+                out[twin_kind] = load_twin(d / "twin.pt")
+                hist[twin_kind] = _read_json(d / "history.json")
+                self.keys[f"{twin_kind}.{kind}"] = d.name
         self.results.setdefault("twin_fits", {})[kind] = {
             k: {kk: v for kk, v in h.items() if isinstance(v, (int, float, str)) or kk == "best"}
             for k, h in hist.items()}
