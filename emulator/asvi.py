@@ -54,7 +54,7 @@ median per-channel SNR of ~9.2 over the active window (~100-215 Oe).
 
 **Calibration** (DESIGN.md, real ASVI: median per-channel SNR 9.2, 10th
 percentile 1.9, 90th 38, lag-1 0.08; measured here with
-:func:`emulator.calibrate.measure_snr`, M=64 x R=32 x T=20, uniform 100-215 Oe):
+:func:`nado.data.snr.measure_snr`, M=64 x R=32 x T=20, uniform 100-215 Oe):
 median 9.2, 10th percentile 1.6, 90th 21, lag-1 0.08, noise within +-10 % across
 channels. Intrinsic switching noise alone gives a median SNR of ~40.
 

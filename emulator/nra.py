@@ -101,7 +101,7 @@ parameter. When the field stops, each unit relaxes to a vortex with probability
 ``reset_vortex_p`` (binomial): the initial observable varies.
 
 **Calibration** (DESIGN.md: per-step SNR between 1.5 and 3 over the active
-range; measured with :func:`emulator.calibrate.measure_snr`, M=64 x R=32 x T=20,
+range; measured with :func:`nado.data.snr.measure_snr`, M=64 x R=32 x T=20,
 uniform 20-35 Oe, after the physics above was fixed; only the noise levels were
 set, to the band): SNR = 2.37 (2.37-2.38 for other seeds/samples); signal std
 0.27 ohm, noise rms 0.114 ohm. Shares of the noise variance: readout 26 %,

@@ -1,6 +1,8 @@
 """Errors of the trainer. One base class; specific ones subclass the matching builtin."""
 from __future__ import annotations
 
+from bridge.errors import StationError
+
 
 class NadoError(Exception):
     """Base class of every error raised by :mod:`nado`."""
@@ -16,3 +18,7 @@ class DatasetError(NadoError, ValueError):
 
 class CheckpointError(NadoError, ValueError):
     """A twin checkpoint has the wrong version or shapes."""
+
+
+class RigConfigError(ConfigError, StationError):
+    """A rig that nado serves (a twin as a rig) got an invalid station parameter (named in the message)."""

@@ -64,11 +64,11 @@ def test_rig_without_subcommand_prints_help(capsys):
 def test_rig_group_is_extensible():
     import argparse
 
-    from nado.commands.rig import rig_subparsers
+    from nado.cli.commands.rig import rig_subparsers
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()
     rig_subparsers(sub).add_parser("check").set_defaults(func=lambda a: 7)
-    from nado.commands import rig
+    from nado.cli.commands import rig
     rig.register(sub)  # the group is shared, whichever registers first
     args = parser.parse_args(["rig", "check"])
     assert args.func(args) == 7

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from bridge.testrigs import LeakyRig
-from nado.active_range import range_from_curve, sensitivity_curve
-from nado.collect import collect, find_active_range
-from nado.dataset import load_dataset
+from nado.data.active_range import range_from_curve, sensitivity_curve
+from nado.data.collect import collect, find_active_range
+from nado.data.dataset import load_dataset
 from nado.errors import ConfigError, DatasetError
 
 
@@ -136,7 +136,7 @@ _KILL_SCRIPT = """
 import os, signal, sys
 from bridge import RigClient, RigServer
 from bridge.testrigs import LeakyRig
-from nado.collect import collect
+from nado.data.collect import collect
 server = RigServer({"rig": LeakyRig(n_out=2, seed=3)}, "inproc://kill").start()
 client = RigClient("inproc://kill", "rig")
 left = [int(sys.argv[2])]

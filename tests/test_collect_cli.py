@@ -53,7 +53,7 @@ def test_collect_fit_report_serve(workdir, capsys):
 
 
 def test_report_of_unfinished_dataset_fails_clearly(workdir, capsys):
-    from nado.datastore import DatasetWriter, Layout
+    from nado.data.store import DatasetWriter, Layout
     part = workdir / "part.h5"
     DatasetWriter(part, Layout(4, 3, 2, 2, 3, 2, 1, 1)).close()
     assert main(["fit", "ode", str(part), "--out", str(workdir / "x.pt")]) == 1

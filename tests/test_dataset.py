@@ -3,9 +3,9 @@ import h5py
 import numpy as np
 import pytest
 
-from nado.dataset import (Dataset, load_dataset, save_dataset, split_dataset, split_indices,
+from nado.data.dataset import (Dataset, load_dataset, save_dataset, split_dataset, split_indices,
                           without_test)
-from nado.datastore import DatasetWriter
+from nado.data.store import DatasetWriter
 from nado.errors import DatasetError
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from nado.cli import main
-from nado.commands import demo
+from nado.cli.commands import demo
 
 
 def test_demo_runs_the_quickstart_and_prints_a_summary(monkeypatch, capsys, tmp_path):
@@ -16,7 +16,7 @@ def test_demo_runs_the_quickstart_and_prints_a_summary(monkeypatch, capsys, tmp_
                              "leaky": {"sim": {"accuracy": 0.94}, "transfer": None}},
                 "rigs": {"nra": {"snr": 2.37}}}
 
-    monkeypatch.setattr("nado.run.run_scenario", fake_run_scenario)
+    monkeypatch.setattr("nado.pipeline.run.run_scenario", fake_run_scenario)
     assert main(["demo", "--quick", "--out", str(tmp_path), "--no-progress"]) == 0
     assert seen["path"] == demo.QUICKSTART and demo.QUICKSTART.is_file()
     assert seen["quick"] is True and seen["out"] == str(tmp_path)

@@ -12,7 +12,7 @@ import pytest
 from bridge.errors import OutOfRange, StationError
 from bridge.station import build_rigs, parse_station
 from emulator.asvi import ASVIRig
-from emulator.calibrate import measure_snr
+from nado.data.snr import measure_snr
 from emulator.nra import NRARig
 
 NRA_ACTIVE = (20.0, 35.0)

@@ -15,8 +15,8 @@ from bridge.errors import RigError, StationError
 from bridge.station import build_rigs, parse_station
 from bridge.testrigs import LeakyRig
 from emulator.faults import FaultPlan, FaultyRig
-from nado.collect import collect
-from nado.dataset import load_dataset
+from nado.data.collect import collect
+from nado.data.dataset import load_dataset
 from nado.errors import DatasetError
 
 _ids = itertools.count()

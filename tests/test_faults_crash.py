@@ -12,8 +12,8 @@ import pytest
 
 from bridge import RigClient
 from bridge.errors import RigUnavailable
-from nado.collect import collect
-from nado.dataset import load_dataset
+from nado.data.collect import collect
+from nado.data.dataset import load_dataset
 from nado.errors import DatasetError
 
 KW = dict(sequences=40, length=6, repeats=(4, 3), resets=5, batch=8, seed=7, active_range=(10.0, 60.0),

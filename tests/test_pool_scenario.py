@@ -1,5 +1,5 @@
 """Pools in station files (bridge.station [pools.NAME]) and in scenarios ([rigs] KIND = "pool:NAME"):
-parsing, validation before work, and nado.run.open_rigs driving a pool of two in-process servers
+parsing, validation before work, and nado.pipeline.run.open_rigs driving a pool of two in-process servers
 (collect through the pool equals collect through a pool of one: the pool's seed contract)."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from bridge.pool import RigPool
 from bridge.station import load_station, parse_station, serve
 from bridge.testrigs import LeakyRig
 from nado.errors import ConfigError
-from nado.scenario import load_scenario
+from nado.pipeline.scenario import load_scenario
 
 MEMBERS = '[{endpoint = "tcp://127.0.0.1:5601", rig = "nra"}, {endpoint = "tcp://127.0.0.1:5602", rig = "nra"}]'
 
@@ -125,8 +125,8 @@ def _members(endpoints) -> str:
 
 
 def test_open_rigs_drives_a_kind_through_a_pool_of_two_servers(tmp_path, two_servers):
-    from nado.collect import collect
-    from nado.run import open_rigs
+    from nado.data.collect import collect
+    from nado.pipeline.run import open_rigs
     sc = load_scenario(_scenario(tmp_path, members=_members(two_servers),
                                  pools=f"[pools.lab]\nmembers = {_members(two_servers)}\nchunk = 4\n"))
     with open_rigs(sc) as (endpoint, clients):
@@ -150,7 +150,7 @@ def test_open_rigs_drives_a_kind_through_a_pool_of_two_servers(tmp_path, two_ser
 
 def test_a_dead_pool_fails_at_open_with_a_clear_error(tmp_path):
     from bridge.errors import RigUnavailable
-    from nado.run import open_rigs
+    from nado.pipeline.run import open_rigs
     sc = load_scenario(_scenario(tmp_path, pools=f"[pools.lab]\nmembers = {MEMBERS}\ntimeout_s = 0.3\n"))
     with pytest.raises(RigUnavailable, match="no member answers"):
         with open_rigs(sc):

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
-from nado.dataset import load_dataset
+from nado.data.dataset import load_dataset
 from nado.errors import DatasetError
 
 STATION = """
@@ -62,7 +62,7 @@ def test_collect_survives_sigkill_at_random_moments(tmp_path):
     full_s = time.monotonic() - t0
     assert ref.returncode == 0, ref.stderr
     t0 = time.monotonic()   # start-up: interpreter and imports, before any batch is driven
-    subprocess.run([sys.executable, "-c", "import nado.cli, nado.collect, bridge.station, h5py"], env=env, check=True)
+    subprocess.run([sys.executable, "-c", "import nado.cli, nado.data.collect, bridge.station, h5py"], env=env, check=True)
     start_s = time.monotonic() - t0
     work_s = max(full_s - start_s, 0.5)
     rng = np.random.default_rng(8)

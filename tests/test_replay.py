@@ -8,8 +8,8 @@ from bridge.errors import BadInput, RigError, StationError
 from bridge.replay import ReplayRig
 from bridge.station import build_rigs, parse_station
 from bridge.testrigs import LeakyRig
-from nado.collect import collect
-from nado.dataset import Dataset, load_dataset, save_dataset
+from nado.data.collect import collect
+from nado.data.dataset import Dataset, load_dataset, save_dataset
 
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from nado.errors import ConfigError
-from nado.runcache import StageCache, stage_key
-from nado.scenario import dump_toml, load_scenario, merge, validate
-from nado.snr import snr_from_repeats
+from nado.pipeline.cache import StageCache, stage_key
+from nado.pipeline.scenario import dump_toml, load_scenario, merge, validate
+from nado.data.snr import snr_from_repeats
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.toml"))
@@ -164,7 +164,7 @@ def test_snr_definition():
 
 def test_rigs_started_from_a_station_file_or_attached(tmp_path):
     from bridge.station import serve
-    from nado.run import open_rigs
+    from nado.pipeline.run import open_rigs
     station = tmp_path / "lab.toml"
     station.write_text('[rigs.ring]\nbackend = "leaky"\nn_out = 1\n')
     f = tmp_path / "s.toml"
@@ -190,7 +190,7 @@ def test_rigs_started_from_a_station_file_or_attached(tmp_path):
 
 
 def test_code_digest_follows_the_source(tmp_path, monkeypatch):
-    from nado.runcache import code_digest
+    from nado.pipeline.cache import code_digest
     pkg = tmp_path / "fakestage"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("X = 1\n")

@@ -1,4 +1,4 @@
-"""The stage cache (nado.runcache) under concurrent runs: one cache, two runners, each stage
+"""The stage cache (nado.pipeline.cache) under concurrent runs: one cache, two runners, each stage
 computed once; locks left by a failing run are released by Runner.run."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from nado.runcache import StageCache
+from nado.pipeline.cache import StageCache
 
 
 def _runner_process(root: str, tag: str, delay: float, counter: str) -> None:
@@ -81,7 +81,7 @@ def test_lookup_twice_in_one_run_does_not_deadlock(tmp_path):
 
 
 def test_runner_releases_stage_locks_when_a_run_fails(tmp_path, monkeypatch):
-    from nado.run import Runner
+    from nado.pipeline.run import Runner
     cache = StageCache(tmp_path / "cache")
 
     def failing(self):

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
-    from nado.run import run_scenario
+    from nado.pipeline.run import run_scenario
     base = tmp_path_factory.mktemp("quickstart")
     res = run_scenario(QUICKSTART, out=base / "run", quick=True, cache_dir=base / "cache",
                        progress=False)
@@ -56,7 +56,7 @@ def test_run_folder_holds_scenario_report_and_figures(first_run):
 
 
 def test_rerun_reuses_every_stage(first_run):
-    from nado.run import run_scenario
+    from nado.pipeline.run import run_scenario
     base, res = first_run
     again = run_scenario(QUICKSTART, out=base / "run2", quick=True, cache_dir=base / "cache",
                          progress=False)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nado.dataset import Dataset
-from nado.supplement import drive_holds, hold_sequences, with_holds
+from nado.data.dataset import Dataset
+from nado.data.supplement import drive_holds, hold_sequences, with_holds
 
 
 def test_hold_sequences_hold_and_reach_the_ends():

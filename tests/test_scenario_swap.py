@@ -96,7 +96,7 @@ def test_real_quickstart_differs_only_in_its_station():
     emulated, real = (tomllib.loads(p.read_text()) for p in (EMULATED, REAL))
     assert emulated.pop("station") != real.pop("station")
     assert emulated == real
-    from nado.scenario import load_scenario
+    from nado.pipeline.scenario import load_scenario
     a, b = load_scenario(EMULATED), load_scenario(REAL)
     assert a.station.path == "builtin" and b.resolve_path(b.station.path).name == "real.toml"
     assert replace(a, station=b.station, source="", raw={}, run=b.run) == replace(b, source="", raw={})
@@ -114,9 +114,9 @@ TINY = {"collect": {"sequences": 48, "length": 10, "repeats": [6, 4], "resets": 
 
 
 def _run(path: Path, tmp: Path) -> list[tuple]:
-    from nado.run import Runner
-    from nado.runcache import StageCache
-    from nado.scenario import merge, validate
+    from nado.pipeline.run import Runner
+    from nado.pipeline.cache import StageCache
+    from nado.pipeline.scenario import merge, validate
     raw = tomllib.loads(path.read_text())
     raw["budget"] = merge(raw.get("budget", {}), TINY)
     sc = validate(raw, quick=True, source=str(path))

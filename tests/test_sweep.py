@@ -1,5 +1,5 @@
 """nado sweep, fast parts: grid and override parsing, trial expansion, validation before work,
-the lock-safe stage cache (nado.runcache), and resume / failure bookkeeping (with a stand-in trial function)."""
+the lock-safe stage cache (nado.pipeline.cache), and resume / failure bookkeeping (with a stand-in trial function)."""
 from __future__ import annotations
 
 import json
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from nado.errors import ConfigError
-from nado.runcache import StageCache
-from nado.sweep import (Sweep, SweepSpec, apply_overrides, expand, parse_grid, parse_value,
+from nado.pipeline.cache import StageCache
+from nado.pipeline.sweep.grid import (Sweep, SweepSpec, apply_overrides, expand, parse_grid, parse_value,
                         run_sweep, split_values, trial_name)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,7 +162,7 @@ def _fake_trial(fail: set[str], calls: list[str]):
 
 
 def test_resume_skips_done_records_failures_and_retries_only_them(tmp_path, monkeypatch):
-    import nado.sweep_trial as st
+    import nado.pipeline.sweep.trial as st
     calls: list[str] = []
     monkeypatch.setattr(st, "run_trial", _fake_trial({"lr=0.02"}, calls))
     kw = dict(seeds=2, out=tmp_path / "s", engine="serial", log=lambda m: None)
@@ -211,7 +211,7 @@ def test_a_real_failing_trial_is_recorded_with_its_error(tmp_path):
 
 
 def test_cli_sweep_reports_and_exits_nonzero_on_failures(tmp_path, monkeypatch, capsys):
-    import nado.sweep_trial as st
+    import nado.pipeline.sweep.trial as st
     from nado.cli import main
     monkeypatch.setattr(st, "run_trial", _fake_trial({"seed=1"}, []))
     rc = main(["sweep", str(QUICKSTART), "--grid", "train.lr=0.01", "--seeds", "2", "--serial",
@@ -222,7 +222,7 @@ def test_cli_sweep_reports_and_exits_nonzero_on_failures(tmp_path, monkeypatch, 
 
 
 def test_without_ray_trials_run_serially_and_the_command_says_so(monkeypatch):
-    import nado.sweep_engines as se
+    import nado.pipeline.sweep.engines as se
     monkeypatch.setattr(se, "_have_ray", lambda: False)
     logs: list[str] = []
     name, submit = se.pick_engine("auto", log=logs.append)

@@ -29,7 +29,7 @@ def _rows(tmp_path: Path) -> list[dict[str, str]]:
 
 
 def test_sweep_on_local_ray_resumes_without_work(tmp_path):
-    from nado.sweep import run_sweep
+    from nado.pipeline.sweep.grid import run_sweep
     logs: list[str] = []
     kw = dict(seeds=2, out=tmp_path / "sweep", quick=True, threads=1, engine="ray", cpus=2,
               log=logs.append)

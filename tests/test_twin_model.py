@@ -42,7 +42,7 @@ def test_integrator_matches_torchsde_with_same_increments(method, n_delay, delay
     assert ours.std() > 0.3                       # a real, noisy trajectory
     # dt = 1 is dyadic: bit-level without delays on the general path; with delays torchsde
     # computes the shift as y + (y_prev - y), one rounding per step, which 20 nonlinear steps
-    # grow to ~1e-6 relative. The packed Euler step (nado.twin.fast) sums in another order
+    # grow to ~1e-6 relative. The packed Euler step (nado.twin._fast) sums in another order
     # (biases through a constant column, shift and A a in one matmul): float32 rounding only.
     if fast and method == "euler":
         tol = max(tol, 1e-5)

@@ -4,7 +4,7 @@ import pytest
 from scipy.stats import wasserstein_distance
 
 from nado.errors import DatasetError
-from nado.twin_metrics import (autocorrelation, default_horizons, nrmse_by_horizon, repeat_metrics,
+from nado.twin.report_metrics import (autocorrelation, default_horizons, nrmse_by_horizon, repeat_metrics,
                                wasserstein1)
 
 
@@ -100,8 +100,8 @@ def _tiny_twin(kind):
 def test_write_report_files_and_keys(tmp_path):
     import json
 
-    from nado.dataset import Dataset
-    from nado.twin_report import KEYS, write_report
+    from nado.data.dataset import Dataset
+    from nado.twin.report import KEYS, write_report
     rng = np.random.default_rng(0)
     N, M, R, T = 40, 30, 10, 8
     ds = Dataset(dynamics_inputs=rng.uniform(0, 80, (N, T, 1)), dynamics_outputs=rng.normal(size=(N, T, 1)),

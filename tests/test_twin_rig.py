@@ -91,7 +91,7 @@ def test_continue_without_reset(station):
 
 
 def test_bad_checkpoint(tmp_path):
-    from emulator.twin_rig import TwinRig
+    from nado.twin.rig import TwinRig
     with pytest.raises(StationError, match="checkpoint"):
         TwinRig("x", checkpoint=str(tmp_path / "missing.pt"))
     with pytest.raises(StationError, match="checkpoint"):

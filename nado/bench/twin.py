@@ -7,7 +7,7 @@ nodes); twin weights frozen, the loss is backpropagated to ``W`` (as when traini
 Measured in the same run, on the identical SDE (same packed weights):
 
 - our integrator (:func:`nado.twin.integrate.integrate`; here its packed Euler step,
-  :mod:`nado.twin.fast`), eager, and with ``torch.compile`` of the step (full run only; compile
+  :mod:`nado.twin._fast`), eager, and with ``torch.compile`` of the step (full run only; compile
   time reported separately);
 - ``torchsde.sdeint`` (method ``euler``, dt = 1, its default Brownian motion) on the paper's full
   state (:mod:`nado.twin.reference`), with ``f_and_g_prod`` so both networks run once per step

@@ -5,8 +5,8 @@ Modules (one job each): :mod:`.maps` (h and pi), :mod:`.model` (Network, Algorit
 :mod:`.data` (TaskData, metrics), :mod:`.train` (BPTT / truncated BPTT),
 :mod:`.transfer` (rigs through the bus), :mod:`.baselines` (reservoir + ridge),
 :mod:`.cascade` (Fig. 4a), :mod:`.variants` (sde/ode/rc/mlp/leaky in one call),
-:mod:`.checkpoint` (weights on disk), :mod:`.stages` / :mod:`.command` (the CLI's stages),
-:mod:`.toytwin` (an analytic stand-in twin for tests).
+:mod:`.checkpoint` (weights on disk), :mod:`.toytwin` (an analytic stand-in twin for tests).
+The stages that use them for a scenario are :mod:`nado.pipeline`.
 
 Stage functions (plain data in, plain data out):
 

@@ -1,6 +1,6 @@
 """Dataset -> normalised training tensors for the twin fits (windows, splits, embedded states).
 
-Conventions (see :class:`nado.dataset.Dataset`): ``outputs[:, t]`` is the observable after input
+Conventions (see :class:`nado.data.dataset.Dataset`): ``outputs[:, t]`` is the observable after input
 ``inputs[:, t]``; the observable before the first input is ``initial``. A "full" trajectory is
 ``cat(initial, outputs)`` (N, T + 1, n_obs); delays reaching before the first sample repeat the
 initial value, as in :meth:`nado.twin.Twin.embed`.

@@ -45,7 +45,7 @@ def fit_ode(dataset, config: TwinConfig | None = None, *, seed: int = 0, epochs:
             window: int | None = None, batch: int = 512, iters_per_epoch: int | None = None,
             lr: float = 1e-2, val_fraction: float = 0.1, progress: bool = True
             ) -> tuple[Twin, dict[str, Any]]:
-    """Fit a neural-ODE twin to ``dataset`` (a :class:`nado.dataset.Dataset`).
+    """Fit a neural-ODE twin to ``dataset`` (a :class:`nado.data.dataset.Dataset`).
 
     config: architecture (None = ``config_from_dataset(dataset, "ode")``: n_delay 5, width 64,
     depth 2, Euler; its normalisation constants are always taken from the dataset).

@@ -217,14 +217,14 @@ def _sde_substep(p: Packed, y: Tensor, z: Tensor, a: Tensor, pre: tuple, dw: Ten
 
 
 _COMPILE = {"on": False, "sde": None, "ode": None}
-_FAST = {"on": True}    # nado.twin.fast for Euler with one step per sample (tests switch it off)
+_FAST = {"on": True}    # nado.twin._fast for Euler with one step per sample (tests switch it off)
 
 
 def use_compile(enabled: bool = True) -> None:
     """Run each integration step through ``torch.compile`` (opt-in).
 
     Fuses the step's elementwise work. For Euler with one step per sample this compiles the
-    packed step of :mod:`nado.twin.fast` (measured: at most ~10% faster than its eager form, so
+    packed step of :mod:`nado.twin._fast` (measured: at most ~10% faster than its eager form, so
     eager stays the default). Measured for the general step on the shared 2-core machine: 2x faster
     forward+backward in one run, no gain in another; the first call compiles (20 s to over a
     minute) and each new batch shape may recompile. The unrolled loop itself is never compiled
@@ -246,7 +246,7 @@ def integrate(p: Packed, u: Tensor, y0: Tensor, *, method: str, substeps: int = 
     """
     if _FAST["on"] and method in ("euler", "heun") and substeps == 1 \
             and (method == "euler" or dw is None or p.g_out is None):
-        from nado.twin.fast import integrate_fast   # heun without noise is Euler here too
+        from nado.twin._fast import integrate_fast   # heun without noise is Euler here too
         return integrate_fast(p, u, y0, dw)
     n, h = p.n_obs, 1.0 / substeps
     steps = u.shape[1]

@@ -5,7 +5,7 @@
 the dataset's mean/std, the embedded state ``y`` starts with every delay equal to ``x0`` (the
 device sat in its reset state), ``a(t0) = 0``, and the one integrator of
 :mod:`nado.twin.integrate` runs. The output at step ``t`` is the observable *after* input
-``s[:, t]``, as in a :class:`nado.dataset.Dataset`.
+``s[:, t]``, as in a :class:`nado.data.dataset.Dataset`.
 
 Parameters (state_dict keys): ``f.{0..depth}`` (drift MLP, ``nn.Linear`` layers; output n_obs,
 or n_obs * (n_delay + 1) with ``delays="learned"``, the default), and for an SDE

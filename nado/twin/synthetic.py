@@ -1,4 +1,4 @@
-"""A known noisy leaky nonlinear map, as a :class:`nado.dataset.Dataset`: ground truth for tests.
+"""A known noisy leaky nonlinear map, as a :class:`nado.data.dataset.Dataset`: ground truth for tests.
 
     m(t+1) = m(t) + alpha * (tanh(gain * u(t) + bias + feedback * m(t)) - m(t))
              + sigma(m, u) * xi(t),         u = (s - 40) / 20 for s in [0, 80] (Oe-like)
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nado.dataset import Dataset
+from nado.data.dataset import Dataset
 
 LO, HI = 0.0, 80.0
 

@@ -1,0 +1,267 @@
+"""The report of a run: ``report.md`` with tables, and PNG figures, beside ``results.json``.
+
+Figures (matplotlib's Agg canvas; no pyplot):
+
+- ``fig_twin_repeats_KIND.png`` / ``fig_twin_error_KIND.png``: twin vs device (the
+  paper's Fig. 2d), copied from the twin report (:mod:`nado.twin.report`);
+- ``fig_accuracy.png``: accuracy in simulation vs after transfer per variant (Fig. 3c);
+- ``fig_mse_horizon.png``: MSE vs prediction horizon, direct vs cascade, per depth (Fig. 4b);
+- ``fig_prediction.png``: prediction vs truth at t+5 on a test section (Fig. 4c/d);
+- ``fig_training.png``: training curves (loss and validation metric per epoch).
+
+``report.md`` puts the paper's reference numbers (physical devices) beside ours.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..io import savefig_atomic, write_bytes_atomic
+
+REFERENCE = {
+    "digits": ("Partially observable MNIST, 2 x 200 NRA, transferred accuracy: 96.8 % (25 % "
+               "visibility) / 96.0 % (20 %); static MLP 90.0 / 88.0 %; leaky-integrator MLP "
+               "96.9 / 96.7 %."),
+    "mackey_glass": ("Mackey-Glass t+5, 3-layer ASVI/NRA cascade after transfer: MSE 2.2e-3 "
+                     "(software leaky integrators 1e-3; reservoir computing 3.86e-2; multilayer "
+                     "PNNs without gradients about 1e-2)."),
+    "emg": "EMG gestures (Ninapro DB1 B): error about 30 % below the single-layer reservoir baseline.",
+}
+PAPER_ACCURACY = {"25": {"sde": 96.8, "mlp": 90.0, "leaky": 96.9},
+                  "20": {"sde": 96.0, "mlp": 88.0, "leaky": 96.7}}
+COLORS = {"sim": "#8fb3d9", "transfer": "#1f4e79"}
+
+
+def _figure(w: float, h: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(w, h), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _fmt(v: Any, pct: bool = False) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, (int, float)):
+        return f"{100 * v:.1f}" if pct else f"{v:.3g}"
+    return str(v)
+
+
+# ---------------------------------------------------------------------- figures
+def accuracy_figure(results: dict, path: Path) -> str | None:
+    conds = {n: c["networks"] for n, c in results["conditions"].items()
+             if any((v.get("sim") or {}).get("accuracy") is not None for v in c.get("networks", {}).values())}
+    if not conds:
+        return None
+    fig = _figure(3.2 * len(conds) + 1.5, 3.4)
+    for i, (name, nets) in enumerate(conds.items()):
+        ax = fig.add_subplot(1, len(conds), i + 1)
+        names = list(nets)
+        x = np.arange(len(names))
+        for j, col in enumerate(("sim", "transfer")):
+            vals = [100 * ((nets[n].get(col) or {}).get("accuracy") or np.nan) for n in names]
+            errs = [100 * ((nets[n].get(col) or {}).get("accuracy_std") or 0.0) for n in names]
+            ax.bar(x + (j - 0.5) * 0.38, vals, 0.38, yerr=errs, color=COLORS[col],
+                   label="simulation (twins)" if col == "sim" else "after transfer (rigs)")
+        ax.set_xticks(x, names)
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(name)
+        lo = np.nanmin([100 * ((nets[n].get(c) or {}).get("accuracy") or np.nan)
+                        for n in names for c in ("sim", "transfer")])
+        ax.set_ylim(max(0.0, lo - 10), 100)
+        if i == 0:
+            ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    savefig_atomic(fig, path)
+    return str(path)
+
+
+def mse_horizon_figure(results: dict, path: Path) -> str | None:
+    cond = next((c for c in results["conditions"].values() if c.get("by_depth")), None)
+    if cond is None:
+        return None
+    fig = _figure(5.5, 3.6)
+    ax = fig.add_subplot(1, 1, 1)
+    markers = {"direct": "o", "cascade": "s", "sde": "^", "ode": "v"}
+    palette = ("#c0392b", "#1f4e79", "#27ae60", "#8e44ad")  # the paper: L2 red, L3 blue
+    for di, (depth, nets) in enumerate(cond["by_depth"].items()):
+        for v, r in nets.items():
+            mbh = (r.get("transfer") or {}).get("mse_by_horizon")
+            if not mbh:
+                continue
+            h = [int(k) for k in mbh]
+            ax.errorbar(h, list(mbh.values()), yerr=r["transfer"].get("mse_by_horizon_std"),
+                        marker=markers.get(v, "x"), capsize=2, color=palette[di % len(palette)],
+                        ls="-" if v == "cascade" else "--", alpha=1.0 if v == "cascade" else 0.55,
+                        label=f"{depth} {v}")
+    ax.set_yscale("log")
+    ax.set_xlabel("steps ahead")
+    ax.set_ylabel("MSE after transfer")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    savefig_atomic(fig, path)
+    return str(path)
+
+
+def prediction_figure(results: dict, path: Path, horizon: int = 5) -> str | None:
+    cond = next((c for c in results["conditions"].values() if c.get("by_depth")), None)
+    if cond is None:
+        return None
+    rows = [(d, v, r) for d, nets in cond["by_depth"].items() for v, r in nets.items() if r.get("outputs_file")]
+    if not rows or "targets_file" not in cond:
+        return None
+    mean, std = cond["info"].get("scale_mean", 0.0), cond["info"].get("scale_std", 1.0)
+    y = np.load(cond["targets_file"]) * std + mean
+    horizons = cond["info"]["horizons"]
+    k = horizons.index(horizon) if horizon in horizons else 0
+    fig = _figure(7.0, 1.6 * len(rows) + 0.6)
+    for i, (d, v, r) in enumerate(rows):
+        ax = fig.add_subplot(len(rows), 1, i + 1)
+        o = np.load(r["outputs_file"]) * std + mean
+        t = np.arange(y.shape[1])
+        ax.plot(t, y[0, :, k], "o", ms=2.5, mfc="white", mec="k", label="truth")
+        ax.plot(t, o[0, :, k], "-", color="#c0392b", lw=1.2, label="transferred network")
+        ax.fill_between(t, y[0, :, k], o[0, :, k], color="#f5b7b1", alpha=0.6)
+        ax.set_ylabel(f"{d} {v}", fontsize=8)
+        if i == 0:
+            ax.set_title(f"t+{horizons[k]} prediction, test section 1")
+            ax.legend(fontsize=7, loc="upper right")
+    ax.set_xlabel("step")
+    fig.tight_layout()
+    savefig_atomic(fig, path)
+    return str(path)
+
+
+def training_figure(results: dict, path: Path) -> str | None:
+    curves = []
+    for cname, c in results["conditions"].items():
+        groups = c.get("by_depth") or {"": c.get("networks", {})}
+        for depth, nets in groups.items():
+            for v, r in nets.items():
+                hs = [r["history"]] if "loss" in (r.get("history") or {}) else \
+                    (r.get("history") or {}).get("histories", [])
+                for j, h in enumerate(hs):
+                    if isinstance(h, dict) and h.get("loss"):
+                        tag = f"{cname} {depth} {v}" + (f" layer {j + 1}" if len(hs) > 1 else "")
+                        curves.append((tag.strip(), h))
+    if not curves:
+        return None
+    fig = _figure(9.0, 3.4)
+    ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for tag, h in curves:
+        ax1.plot(h["loss"], label=tag)
+        ax2.plot(h["val"], label=tag)
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("training loss")
+    ax1.set_yscale("log")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel(f"validation {curves[0][1].get('val_metric', '')}")
+    ax2.legend(fontsize=6)
+    fig.tight_layout()
+    savefig_atomic(fig, path)
+    return str(path)
+
+
+# ---------------------------------------------------------------------- markdown
+def _network_table(nets: dict, classification: bool) -> list[str]:
+    if classification:
+        lines = ["| variant | sim accuracy (%) | transfer accuracy (%) | sim - transfer (points) |",
+                 "|---|---|---|---|"]
+        for v, r in nets.items():
+            s, t = (r.get("sim") or {}).get("accuracy"), (r.get("transfer") or {}).get("accuracy")
+            gap = None if s is None or t is None else 100 * (s - t)
+            lines.append(f"| {v} | {_fmt(s, True)} | {_fmt(t, True)} | {_fmt(gap)} |")
+        return lines
+    lines = ["| variant | sim MSE | sim NMSE | transfer MSE | transfer NMSE | transfer MSE t+5 |",
+             "|---|---|---|---|---|---|"]
+    for v, r in nets.items():
+        s, t = r.get("sim") or {}, r.get("transfer") or {}
+        t5 = (t.get("mse_by_horizon") or {}).get("5")
+        lines.append(f"| {v} | {_fmt(s.get('mse'))} | {_fmt(s.get('nmse'))} | {_fmt(t.get('mse'))} "
+                     f"| {_fmt(t.get('nmse'))} | {_fmt(t5)} |")
+    return lines
+
+
+def markdown(results: dict, figures: dict[str, str]) -> str:
+    sc = results["scenario"]
+    kind = sc["task"]["kind"]
+    family = "digits" if kind in ("digits", "mnist", "mnist5k") else kind
+    classification = family != "mackey_glass"
+    out = [f"# nado run: {sc['run']['name']}", "",
+           f"Task `{kind}`, network {' -> '.join(sc['network']['layers'])} "
+           f"({', '.join(str(n) for n in sc['network']['nodes'])} nodes), seed {sc['run']['seed']}"
+           + (", reduced budget (--quick)" if results.get("quick") else "") + ".", "",
+           "## Rigs", "", "| rig | kind | SNR (median over channels) | active range | instrument time (s) |",
+           "|---|---|---|---|---|"]
+    for k, r in results["rigs"].items():
+        ar = r.get("active_range") or [[None], [None]]
+        out.append(f"| {k} | {r.get('kind', k)} | {_fmt(r.get('snr'))} | {_fmt(ar[0][0])} .. {_fmt(ar[1][0])} "
+                   f"{r['describe'].get('input', {}).get('units', '')} | {_fmt(r.get('instrument_s'))} |")
+    out += ["", "## Twins (held-out repeats)", "",
+            "| kind | twin | mean error | std ratio | autocov error | W1 |", "|---|---|---|---|---|---|"]
+    for k, m in (results["twins"].get("by_kind") or {}).items():
+        for t in ("ode", "sde"):
+            x = m.get(t, {})
+            out.append(f"| {k} | {t} | {_fmt(x.get('mean_error'))} | {_fmt(x.get('std_ratio'))} | "
+                       f"{_fmt(x.get('autocov_error'))} | {_fmt(x.get('w1'))} |")
+    for cname, c in results["conditions"].items():
+        out += ["", f"## Networks: {cname}", ""]
+        if c.get("by_depth"):
+            for depth, nets in c["by_depth"].items():
+                out += [f"### {depth}", ""] + _network_table(nets, classification) + [""]
+        else:
+            out += _network_table(c.get("networks", {}), classification)
+    out += ["", "## The paper's numbers (physical devices)", "", REFERENCE[family], ""]
+    if family == "digits":
+        out += ["| visibility | variant | paper (%) | ours, transfer (%) | ours, sim (%) |", "|---|---|---|---|---|"]
+        for cname, c in results["conditions"].items():
+            vis = f"{c['info'].get('visibility', 0):g}"
+            for v, ref in PAPER_ACCURACY.get(vis, {}).items():
+                r = c.get("networks", {}).get(v, {})
+                out.append(f"| {vis} % | {v} | {ref} | {_fmt((r.get('transfer') or {}).get('accuracy'), True)} "
+                           f"| {_fmt((r.get('sim') or {}).get('accuracy'), True)} |")
+    if family == "emg":
+        nets = results.get("networks", {})
+        rc = (nets.get("rc1") or nets.get("rc") or {}).get("transfer") or {}
+        best = (nets.get("sde") or {}).get("transfer") or {}
+        if rc.get("accuracy") is not None and best.get("accuracy") is not None:
+            e_rc, e_opt = 1 - rc["accuracy"], 1 - best["accuracy"]
+            rel = (e_rc - e_opt) / e_rc if e_rc > 0 else 0.0
+            word = "lower" if rel >= 0 else "higher"
+            out.append(f"Ours: error {100 * e_opt:.1f} % (SDE-trained) vs {100 * e_rc:.1f} % (RC), after "
+                       f"transfer: {100 * abs(rel):.0f} % {word} (paper: about 30 % lower).")
+    if family == "mackey_glass":
+        c = results.get("networks", {}).get("cascade", {}).get("transfer") or {}
+        t5 = (c.get("mse_by_horizon") or {}).get("5")
+        out.append(f"Ours: deepest cascade after transfer, MSE t+5 = {_fmt(t5)} (paper 2.2e-3).")
+    out += ["", "## Figures", ""] + [f"![{n}]({Path(p).name})" for n, p in figures.items()]
+    t = results["timing"]
+    out += ["", "## Time", "", f"Wall time {t.get('total', 0):.1f} s; instrument time "
+            f"{results['instrument_s'].get('total', 0):.1f} s. Cache: {len(results['cache'].get('hits', []))} "
+            f"stages reused, {len(results['cache'].get('misses', []))} computed.", "",
+            "| stage | seconds |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in t.items()]
+    v = results["versions"]
+    out += ["", f"Versions: {', '.join(f'{k} {x}' for k, x in v.items())}.", ""]
+    return "\n".join(out)
+
+
+def write_report(run_dir: str | Path, results: dict, twin_figures: dict[str, str]) -> dict[str, str]:
+    """Write figures and ``report.md`` into ``run_dir``; return ``{name: path}`` of what was written."""
+    run_dir = Path(run_dir)
+    files: dict[str, str] = {}
+    for name, src in twin_figures.items():
+        dst = run_dir / f"{name}.png"
+        shutil.copyfile(src, dst)
+        files[name] = str(dst)
+    for name, fn in (("fig_accuracy", accuracy_figure), ("fig_mse_horizon", mse_horizon_figure),
+                     ("fig_prediction", prediction_figure), ("fig_training", training_figure)):
+        p = fn(results, run_dir / f"{name}.png")
+        if p:
+            files[name] = p
+    write_bytes_atomic(run_dir / "report.md", markdown(results, files).encode())
+    files["report"] = str(run_dir / "report.md")
+    return files
