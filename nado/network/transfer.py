@@ -112,18 +112,22 @@ def transfer(network: Network, clients_by_layer: Sequence, x: np.ndarray, *, see
     return res
 
 
-def transfer_metrics(network: Network, clients_by_layer: Sequence, task_data: Any,
+def transfer_metrics(network: Network, clients_by_layer: Sequence | None, task_data: Any,
                      config: TrainConfig | None = None, *, split: str = "test", seed: int = 0,
                      sim_noise: bool | None = None, max_batch: int | None = None
                      ) -> tuple[dict[str, Any], TransferResult]:
     """``{sim: metrics, transfer: metrics, drives, instrument_s}`` side by side, plus the raw result.
 
-    ``sim`` runs the twins with noise on when ``sim_noise`` (default: ``config.noise``).
+    ``sim`` runs the twins with noise on when ``sim_noise`` (default: ``config.noise``), seeded
+    ``seed + 11``; the rigs are driven with ``seed``. ``clients_by_layer=None``: simulation only
+    (``transfer`` None, no drives, raw result None).
     """
     config = config or TrainConfig(nodes=tuple(network.n_nodes))
     task = as_task_data(task_data)
     x = getattr(task, f"x_{split}")
     sim = evaluate(network, task, config, split, noise=sim_noise, seed=seed + 11)
+    if clients_by_layer is None:
+        return {"sim": sim, "transfer": None, "drives": [], "instrument_s": 0.0}, None
     res = transfer(network, clients_by_layer, x, seed=seed, max_batch=max_batch)
     tr = metrics(task, res.outputs, split, readout_steps(config, task, x.shape[1]))
     return {"sim": sim, "transfer": tr, "drives": res.drives, "instrument_s": res.instrument_s}, res

@@ -1,6 +1,10 @@
 """The network stages of ``nado run``: train each variant on twins, transfer, baselines, cascade.
 
-Variants (``[variants] list``):
+The variants, their seed rule and their metrics reducer are :mod:`nado.network.variants`'
+registry (the same steps ``nado train | transfer`` and :func:`nado.network.run_variants` take);
+this module adds the stage cache: a network's weights (``train-VARIANT``), its metrics
+(``transfer-VARIANT``), a baseline's (``baseline-VARIANT``), a software reference's
+(``software-VARIANT``). Variants (``[variants] list``):
 
 - ``sde`` / ``ode``: a network of SDE twins (trained with their noise) / of ODE twins
   (noise-free), trained by BPTT (:func:`nado.network.train_network`), then run on the
@@ -28,6 +32,7 @@ import numpy as np
 import torch
 
 from ..io import save_npy_atomic, write_json_atomic
+from ..network.variants import Job, Trained, get, measure_variant, order, train_variant
 from .cache import code_digest
 
 TRAIN_DROP = ("progress",)
@@ -51,9 +56,17 @@ def run_networks(runner, conditions, clients) -> None:
             runner.results["networks"] = nets
 
 
-# ---------------------------------------------------------------------- shared pieces
-def _twins(runner, kind: str, layers) -> list:
-    return [runner.twins[k][kind] for k in layers]
+# ---------------------------------------------------------------------- the variant loop
+def _job(runner, cond, cfg, layers, clients) -> Job:
+    twins = {k: _twins(runner, k, layers) for k in ("sde", "ode")}
+    return Job(cond, cfg, twins, [clients[k] for k in layers], runner.seed)
+
+
+def _twins(runner, kind: str, layers) -> list | None:
+    try:
+        return [runner.twins[k][kind] for k in layers]
+    except KeyError:
+        return None
 
 
 def _twin_keys(runner, kind: str, layers) -> list[str]:
@@ -68,6 +81,31 @@ def _cfg_dict(cfg) -> dict:
     return {k: v for k, v in cfg.to_dict().items() if k not in TRAIN_DROP}
 
 
+def _variants(runner, cond, job: Job, names, layers, *, suffix: str = "", keep_outputs: bool = False
+              ) -> dict[str, Any]:
+    """Every variant of ``names`` (and what they need) on one condition, each step cached."""
+    nets: dict[str, Any] = {}
+    trained: dict[str, Trained] = {}
+    keys: dict[str, str] = {}
+    for v in order(names):
+        spec, tag = get(v), f"{v}{suffix}"
+        job = replace(job, trained=trained)
+        if spec.kind == "network":
+            with runner.timed(f"train.{cond.name}.{tag}"):
+                trained[v], keys[v] = _train_net(runner, v, tag, cond, job, layers)
+            if v in names:
+                with runner.timed(f"transfer.{cond.name}.{tag}"):
+                    res = _transfer(runner, v, tag, cond, trained[v], keys[v], job, layers, keep_outputs)
+                nets[v] = {**res, "history": trained[v].history}
+        elif spec.kind == "software":
+            with runner.timed(f"train.{cond.name}.{tag}"):
+                nets[v] = _software(runner, v, tag, cond, job)
+        else:
+            with runner.timed(f"baseline.{cond.name}.{tag}"):
+                nets[v] = _baseline(runner, v, tag, cond, job, keys, layers)
+    return nets
+
+
 def _build(twins, cfg, data, seed):
     from ..network import Network, as_task_data
     t = as_task_data(data)
@@ -75,29 +113,24 @@ def _build(twins, cfg, data, seed):
                    init_gain=cfg.init_gain, seed=seed)
 
 
-def _train_net(runner, name: str, cond, twins, twin_keys, cfg, *, cascade_clients=None):
-    """Train (or load) a network of twins; ``cascade_clients`` switches to cascade learning."""
-    from ..network import train_network
-    inputs = {"variant": name, "condition": cond.name, "task": runner.keys["task"],
-              "train": _cfg_dict(cfg), "twins": twin_keys, "seed": runner.seed,
+def _train_net(runner, v: str, tag: str, cond, job: Job, layers) -> tuple[Trained, str]:
+    """Train (or load) the network of variant ``v``; returns it and its cache key."""
+    spec = get(v)
+    cfg = replace(job.config, noise=spec.noise)
+    inputs = {"variant": tag, "condition": cond.name, "task": runner.keys["task"],
+              "train": _cfg_dict(cfg), "twins": _twin_keys(runner, spec.twins, layers), "seed": runner.seed,
               "code": code_digest("nado.network")}
-    if cascade_clients is not None:
-        inputs["rigs"] = [c.describe() for c in cascade_clients]
-    d, done = runner.cache.lookup(f"train-{name}", inputs)
+    if spec.rigs_to_train:
+        inputs["rigs"] = [c.describe() for c in job.clients]
+    d, done = runner.cache.lookup(f"train-{tag}", inputs)
     if not done:
-        if cascade_clients is None:
-            net, hist = train_network(twins, cond.data, cfg, seed=runner.seed)
-        else:
-            from ..network.cascade import run_cascade
-            net, info = run_cascade(twins, cascade_clients, cond.data, cfg, seed=runner.seed)
-            hist = {"histories": info["histories"], "drives": info["drives"],
-                    "instrument_s": info["instrument_s"]}
-        torch.save(net.state_dict(), d / "weights.pt")
-        write_json_atomic(d / "history.json", hist)
+        t = train_variant(v, job)
+        torch.save(t.model.state_dict(), d / "weights.pt")
+        write_json_atomic(d / "history.json", t.history)
         runner.cache.finish(d)
-    net = _build(twins, cfg, cond.data, runner.seed)
+    net = _build(job.twins[spec.twins], cfg, cond.data, runner.seed)
     net.load_state_dict(torch.load(d / "weights.pt", weights_only=True))
-    return net, _read(d / "history.json"), d.name
+    return Trained(net, _read(d / "history.json"), cfg), d.name
 
 
 def _read(path: Path) -> Any:
@@ -105,122 +138,55 @@ def _read(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
-def _mean_metrics(per: list[dict]) -> dict:
-    """Average metric dicts over maskings (numbers only), keeping the per-masking values."""
-    if not per:
-        return {}
-    out: dict[str, Any] = {}
-    for k, v in per[0].items():
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            vals = [float(p[k]) for p in per]
-            out[k] = float(np.mean(vals))
-            if len(per) > 1:
-                out[f"{k}_by_masking"] = vals
-                out[f"{k}_std"] = float(np.std(vals))
-        else:
-            out[k] = v
-    return out
-
-
-def _transfer(runner, name, cond, net, cfg, train_key, clients_by_layer, layers, *, keep_outputs=False):
-    """Sim and transfer metrics of ``net`` over every test masking (cached)."""
-    from ..network.transfer import transfer_metrics
-    inputs = {"train": train_key, "rigs": _rig_ident(runner, layers), "maskings": len(cond.test_sets),
+def _transfer(runner, v, tag, cond, trained: Trained, train_key, job: Job, layers, keep_outputs=False):
+    """Sim and transfer metrics of a trained network over every test masking (cached)."""
+    inputs = {"train": train_key, "rigs": _rig_ident(runner, layers), "maskings": job.maskings,
               "seed": runner.seed, "code": code_digest("nado.network")}
-    d, done = runner.cache.lookup(f"transfer-{name}", inputs)
+    d, done = runner.cache.lookup(f"transfer-{tag}", inputs)
     if not done:
-        sims, trs, drives, inst = [], [], [], 0.0
-        outputs = None
-        for m in range(len(cond.test_sets)):
-            res, raw = transfer_metrics(net, clients_by_layer, cond.with_test(m), cfg, seed=runner.seed + m)
-            sims.append(res["sim"])
-            trs.append(res["transfer"])
-            drives.append(res["drives"])
-            inst += float(res["instrument_s"])
-            if m == 0 and keep_outputs:
-                outputs = raw.outputs
-        summary = {"sim": _mean_metrics(sims), "transfer": _mean_metrics(trs), "drives": drives,
-                   "instrument_s": inst}
+        summary = measure_variant(v, trained, job, keep_outputs=keep_outputs)
+        outputs = summary.pop("outputs", None)
         if outputs is not None:
             np.save(d / "outputs.npy", np.asarray(outputs, dtype=np.float32))
         write_json_atomic(d / "metrics.json", summary)
         runner.cache.finish(d)
     summary = _read(d / "metrics.json")
-    runner.results["instrument_s"][f"transfer.{cond.name}.{name}"] = summary["instrument_s"]
+    runner.results["instrument_s"][f"transfer.{cond.name}.{tag}"] = summary["instrument_s"]
     if (d / "outputs.npy").is_file():
         summary["outputs_file"] = str(d / "outputs.npy")
     summary["cached"] = done
     return summary
 
 
-# ---------------------------------------------------------------------- classification
+def _baseline(runner, v, tag, cond, job: Job, keys: dict[str, str], layers) -> dict[str, Any]:
+    """A baseline built from a trained network (``rc``, ``rc1``), over every test masking (cached)."""
+    base = next(n for n in get(v).needs if n in job.trained)
+    inputs = {"base": keys[base], "variant": v, "rigs": _rig_ident(runner, layers), "maskings": job.maskings,
+              "seed": runner.seed, "code": code_digest("nado.network")}
+    d, done = runner.cache.lookup(f"baseline-{tag}", inputs)
+    if not done:
+        write_json_atomic(d / "metrics.json", measure_variant(v, None, job))
+        runner.cache.finish(d)
+    return {**_read(d / "metrics.json"), "cached": done}
+
+
+def _software(runner, v, tag, cond, job: Job) -> dict[str, Any]:
+    """A software reference: trained and measured in simulation (cached)."""
+    inputs = {"variant": tag, "condition": cond.name, "task": runner.keys["task"],
+              "train": _cfg_dict(job.config), "seed": runner.seed, "code": code_digest("nado.network")}
+    d, done = runner.cache.lookup(f"software-{tag}", inputs)
+    if not done:
+        t = train_variant(v, job)
+        write_json_atomic(d / "metrics.json", {**measure_variant(v, t, job), "history": t.history})
+        runner.cache.finish(d)
+    return {**_read(d / "metrics.json"), "cached": done}
+
+
 def _classification(runner, cond, clients) -> dict[str, Any]:
     sc = runner.sc
     layers = sc.network.layers
-    base = sc.train_config(progress=runner.progress)
-    clients_by_layer = [clients[k] for k in layers]
-    nets: dict[str, Any] = {}
-    trained: dict[str, Any] = {}
-    names = list(sc.variants.names)
-    need_sde = any(v in names for v in ("rc", "rc1"))
-    order = [v for v in ("sde", "ode") if v in names or (v == "sde" and need_sde)]
-    for v in order:
-        cfg = replace(base, noise=(v == "sde"))
-        with runner.timed(f"train.{cond.name}.{v}"):
-            net, hist, key = _train_net(runner, v, cond, _twins(runner, v, layers),
-                                        _twin_keys(runner, v, layers), cfg)
-        trained[v] = (net, cfg, key)
-        if v in names:
-            with runner.timed(f"transfer.{cond.name}.{v}"):
-                nets[v] = {**_transfer(runner, v, cond, net, cfg, key, clients_by_layer, layers),
-                           "history": hist}
-    for v in ("rc", "rc1"):
-        if v not in names:
-            continue
-        net, cfg, key = trained["sde"]
-        with runner.timed(f"baseline.{cond.name}.{v}"):
-            nets[v] = _reservoir(runner, v, cond, net, cfg, key, clients, layers)
-    for v, kind in (("mlp", "static"), ("leaky", "leaky")):
-        if v in names:
-            with runner.timed(f"train.{cond.name}.{v}"):
-                nets[v] = _software(runner, v, kind, cond, base)
-    return nets
-
-
-def _reservoir(runner, name, cond, sde_net, cfg, sde_key, clients, layers) -> dict[str, Any]:
-    from ..network.baselines import reservoir_baseline
-    single = name == "rc1"
-    rig_layers = [layers[0]] if single else list(layers)
-    inputs = {"sde": sde_key, "single": single, "rigs": _rig_ident(runner, rig_layers),
-              "maskings": len(cond.test_sets), "seed": runner.seed, "code": code_digest("nado.network")}
-    d, done = runner.cache.lookup(f"baseline-{name}", inputs)
-    if not done:
-        per = [reservoir_baseline(sde_net, cond.with_test(m), cfg, single_layer=single,
-                                  clients_by_layer=[clients[k] for k in rig_layers], seed=runner.seed + m)
-               for m in range(len(cond.test_sets))]
-        summary = {"sim": _mean_metrics([p["sim"] for p in per]),
-                   "transfer": _mean_metrics([p["transfer"] for p in per]),
-                   "alpha": [p["alpha"] for p in per], "single_layer": single,
-                   "nodes": [int(sum(sde_net.n_nodes))] if single else list(sde_net.n_nodes)}
-        write_json_atomic(d / "metrics.json", summary)
-        runner.cache.finish(d)
-    return {**_read(d / "metrics.json"), "cached": done}
-
-
-def _software(runner, name, kind, cond, cfg) -> dict[str, Any]:
-    from ..network import evaluate, train_software
-    from ..network import as_task_data
-    inputs = {"variant": name, "condition": cond.name, "task": runner.keys["task"],
-              "train": _cfg_dict(cfg), "seed": runner.seed, "code": code_digest("nado.network")}
-    d, done = runner.cache.lookup(f"software-{name}", inputs)
-    if not done:
-        net, hist = train_software(cond.data, cfg, kind=kind, seed=runner.seed)
-        sims = [evaluate(net, as_task_data(cond.with_test(m)), cfg, "test", seed=runner.seed + m)
-                for m in range(len(cond.test_sets))]
-        write_json_atomic(d / "metrics.json", {"sim": _mean_metrics(sims), "transfer": None,
-                                               "history": hist, "software": kind})
-        runner.cache.finish(d)
-    return {**_read(d / "metrics.json"), "cached": done}
+    job = _job(runner, cond, sc.train_config(progress=runner.progress), layers, clients)
+    return _variants(runner, cond, job, list(sc.variants.names), layers)
 
 
 # ---------------------------------------------------------------------- regression
@@ -252,29 +218,18 @@ def _scale(v, f):
 def _regression(runner, cond, clients) -> tuple[dict[str, Any], dict[str, Any]]:
     sc = runner.sc
     base = sc.train_config(progress=runner.progress)
-    names = list(sc.variants.names)
     by_depth: dict[str, Any] = {}
     for L in sc.variants.depths:
         layers = sc.network.layers[:L]
         pi = base.pi[:L] if isinstance(base.pi, (list, tuple)) else base.pi
-        cfg = replace(base, nodes=tuple(base.nodes[:L]), pi=pi)
-        cl = [clients[k] for k in layers]
-        depth: dict[str, Any] = {}
-        for v in names:
-            twin_kind = "ode" if v == "ode" else "sde"
-            vcfg = replace(cfg, noise=(twin_kind == "sde"))
-            tag = f"{v}-L{L}"
-            with runner.timed(f"train.{cond.name}.{tag}"):
-                net, hist, key = _train_net(runner, tag, cond, _twins(runner, twin_kind, layers),
-                                            _twin_keys(runner, twin_kind, layers), vcfg,
-                                            cascade_clients=cl if v == "cascade" else None)
-            with runner.timed(f"transfer.{cond.name}.{tag}"):
-                res = _transfer(runner, tag, cond, net, vcfg, key, cl, layers, keep_outputs=True)
+        job = _job(runner, cond, replace(base, nodes=tuple(base.nodes[:L]), pi=pi), layers, clients)
+        depth = _variants(runner, cond, job, list(sc.variants.names), layers, suffix=f"-L{L}",
+                          keep_outputs=True)
+        for res in depth.values():
             if "outputs_file" in res:
                 res["transfer"].update(_per_section(np.load(res["outputs_file"]), cond.data["y_test"],
                                                     int(cond.data.get("washout", 0))))
             _natural_units(res, cond.info.get("scale_std", 1.0))
-            depth[v] = {**res, "history": hist}
         by_depth[f"L{L}"] = depth
     deepest = by_depth[f"L{max(sc.variants.depths)}"]
     return dict(deepest), by_depth

@@ -5,7 +5,8 @@
 - :func:`twins_by_layer` / :func:`clients_by_layer` order them by ``[network] layers``.
 - :func:`train_stage`, :func:`transfer_stage`, :func:`cascade_stage`: one task
   condition each, returning the plain dicts written to ``train.json``,
-  ``transfer.json`` and ``cascade.json`` under the output folder.
+  ``transfer.json`` and ``cascade.json`` under the output folder. Training and measuring are
+  :mod:`nado.network.variants`' steps, the ones ``nado run`` takes (same seeds, same numbers).
 """
 from __future__ import annotations
 
@@ -16,16 +17,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ConfigError
-from ..network.baselines import reservoir_baseline
 from ..network.cascade import compare_cascade
 from ..network.checkpoint import load_network, save_network
 from ..network.config import TrainConfig
 from ..network.data import as_task_data
-from ..network.train import evaluate, train_network, train_software
-from ..network.transfer import transfer_metrics
-
-TWIN_VARIANTS = {"sde": ("sde", True), "ode": ("ode", False)}
-SOFTWARE_VARIANTS = {"mlp": "static", "leaky": "leaky"}
+from ..network.variants import Job, Trained, get, measure_variant, train_variant
 
 
 def load_twins_dir(folder: str | Path, kinds: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -58,85 +54,50 @@ def clients_by_layer(clients: dict, layers: Sequence[str]) -> list:
     return [clients[k] for k in layers]
 
 
-def _with_test(cond, m: int):
-    return cond.with_test(m) if hasattr(cond, "with_test") else cond
-
-
-def _n_tests(cond) -> int:
-    return len(getattr(cond, "test_sets", ())) or 1
+def _job(cond, twins: dict, layers: Sequence[str], config: TrainConfig, clients, seed: int) -> Job:
+    return Job(cond, config, {k: twins_by_layer(twins, layers, k) for k in ("sde", "ode")}, clients, seed)
 
 
 def train_stage(cond, twins: dict, layers: Sequence[str], config: TrainConfig, variants: Sequence[str],
                 out_dir: Path, *, seed: int = 0) -> dict[str, Any]:
-    """Train the twin and software variants of one condition; save them under ``out_dir``."""
-    task = as_task_data(cond.data if hasattr(cond, "data") else cond)
+    """Train the network and software variants of one condition; save them under ``out_dir``.
+
+    Variants whose twins are missing, that train on the rigs (``cascade``) or have no training
+    of their own (baselines) are skipped. ``{variant: {sim, history}}``."""
+    job = _job(cond, twins, layers, config, None, seed)
     res: dict[str, Any] = {}
     for v in variants:
-        if v in TWIN_VARIANTS:
-            kind, noise = TWIN_VARIANTS[v]
-            tw = twins_by_layer(twins, layers, kind)
-            if tw is None:
-                continue
-            cfg = replace(config, noise=noise)
-            net, hist = train_network(tw, task, cfg, seed=seed)
-        elif v in SOFTWARE_VARIANTS:
-            cfg = config
-            net, hist = train_software(task, cfg, kind=SOFTWARE_VARIANTS[v], seed=seed)
-        else:
+        spec = get(v)
+        if spec.train is None or spec.rigs_to_train or (spec.kind == "network" and job.twins[spec.twins] is None):
             continue
-        sims = [evaluate(net, as_task_data(_with_test(cond, m)), cfg, seed=seed + 11) for m in range(_n_tests(cond))]
-        save_network(net, out_dir / f"{v}.pt", meta={"variant": v, "layers": list(layers), "seed": seed,
-                                                     "config": cfg.to_dict()})
-        res[v] = {"sim": _mean_metrics(sims), "history": hist}
+        t = train_variant(v, job)
+        save_network(t.model, out_dir / f"{v}.pt", meta={"variant": v, "layers": list(layers), "seed": seed,
+                                                         "config": t.config.to_dict()})
+        res[v] = {"sim": measure_variant(v, t, job)["sim"], "history": t.history}
     return res
-
-
-def _mean_metrics(ms: list[dict]) -> dict[str, Any]:
-    """Average metric dicts over maskings (keeps the per-masking values when more than one)."""
-    if len(ms) == 1:
-        return ms[0]
-    out: dict[str, Any] = {}
-    for k, v in ms[0].items():
-        if isinstance(v, dict):
-            out[k] = {kk: float(np.mean([m[k][kk] for m in ms])) for kk in v}
-        else:
-            out[k] = float(np.mean([m[k] for m in ms]))
-    out["by_masking"] = ms
-    return out
 
 
 def transfer_stage(cond, twins: dict, layers: Sequence[str], config: TrainConfig, variants: Sequence[str],
                    clients: list, net_dir: Path, *, seed: int = 0) -> dict[str, Any]:
-    """Transfer the saved sde/ode networks of one condition; add rc / rc1 baselines; software sim only."""
-    res: dict[str, Any] = {}
-    base = None
+    """Measure the saved networks of one condition on the rigs (software ones in simulation) and
+    add the baselines (``rc``, ``rc1``, from the ``sde`` network, else ``ode``). ``{variant: {sim,
+    transfer, ...}}``: the numbers ``nado run`` reports for the same scenario and seed."""
+    job = _job(cond, twins, layers, config, clients, seed)
+    trained: dict[str, Trained] = {}
     for v in variants:
-        p = net_dir / f"{v}.pt"
-        if v in TWIN_VARIANTS:
-            tw = twins_by_layer(twins, layers, TWIN_VARIANTS[v][0])
-            if tw is None or not p.is_file():
-                continue
-            net, meta = load_network(p, tw)
-            cfg = TrainConfig.from_dict(meta.get("config") or {}, progress=config.progress)
-            per = [transfer_metrics(net, clients, _with_test(cond, m), cfg, seed=seed + 17 + m)[0]
-                   for m in range(_n_tests(cond))]
-            res[v] = {"sim": _mean_metrics([r["sim"] for r in per]),
-                      "transfer": _mean_metrics([r["transfer"] for r in per]),
-                      "drives": per[0]["drives"], "instrument_s": float(sum(r["instrument_s"] for r in per))}
-            if v == "sde" or base is None:
-                base = (net, cfg)
-        elif v in SOFTWARE_VARIANTS and p.is_file():
-            net, meta = load_network(p)
-            cfg = TrainConfig.from_dict(meta.get("config") or {}, progress=config.progress)
-            res[v] = {"sim": _mean_metrics([evaluate(net, as_task_data(_with_test(cond, m)), cfg, seed=seed + 11)
-                                            for m in range(_n_tests(cond))]),
-                      "transfer": None, "software": True}
-    if base is not None:
-        for v, single in (("rc", False), ("rc1", True)):
-            if v in variants:
-                cl = clients[:1] if single else clients
-                res[v] = reservoir_baseline(base[0], as_task_data(_with_test(cond, 0)), base[1],
-                                            clients_by_layer=cl, seed=seed + 23, single_layer=single)
+        spec, p = get(v), net_dir / f"{v}.pt"
+        if spec.train is None or not p.is_file():
+            continue
+        tw = job.twins[spec.twins] if spec.kind == "network" else None
+        if spec.kind == "network" and tw is None:
+            continue
+        net, meta = load_network(p, tw)
+        trained[v] = Trained(net, {}, TrainConfig.from_dict(meta.get("config") or {}, progress=config.progress))
+    job = replace(job, trained=trained)
+    res: dict[str, Any] = {}
+    for v in variants:
+        if v in trained or (get(v).kind == "baseline" and any(n in trained for n in get(v).needs)):
+            res[v] = measure_variant(v, trained.get(v), job)
     return res
 
 

@@ -1,0 +1,85 @@
+"""One variant loop: ``nado run`` and ``nado train`` + ``nado transfer`` give the same numbers for the
+same scenario and seed (same twins from the stage cache, same training seed, same measuring seeds)."""
+import json
+
+import pytest
+
+from nado.cli import main
+
+pytestmark = pytest.mark.e2e
+
+STATION = """
+[rigs.nra]
+backend = "leaky"
+n_out = 1
+lo = 0.0
+hi = 80.0
+gain = 0.05
+leak = [0.5, 0.5]
+seed = 0
+"""
+
+SCENARIO = """
+[run]
+name = "agree"
+seed = 3
+out = "{out}"
+cache = "{cache}"
+[station]
+path = "station.toml"
+bind = "inproc"
+[rigs]
+nra = "nra"
+[collect]
+sequences = 48
+length = 10
+repeats = [6, 4]
+resets = 12
+batch = 24
+[twins]
+n_delay = 2
+n_aux = 2
+width = 8
+depth = 1
+[twins.ode]
+epochs = 2
+batch = 64
+[twins.sde]
+warm_iters = 2
+gan_iters = 2
+eval_every = 2
+[task]
+kind = "digits"
+visibility = [25]
+maskings = 2
+n_train = 60
+n_test = 30
+[network]
+layers = ["nra", "nra"]
+nodes = [4, 3]
+[train]
+epochs = 1
+batch_size = 30
+[variants]
+list = ["sde", "ode", "rc", "rc1", "mlp", "leaky"]
+"""
+
+
+def test_transfer_command_and_run_report_identical_numbers(tmp_path):
+    (tmp_path / "station.toml").write_text(STATION)
+    scen = tmp_path / "scen.toml"
+    scen.write_text(SCENARIO.format(out=tmp_path / "runs", cache=tmp_path / "cache"))
+    assert main(["run", str(scen), "--no-progress"]) == 0
+    run = json.loads((tmp_path / "runs" / "agree" / "results.json").read_text())["conditions"]["vis25"]["networks"]
+    common = [str(scen), "--out", str(tmp_path / "cli"), "--no-progress"]
+    assert main(["train", *common]) == 0 and main(["transfer", *common]) == 0
+    cli = json.loads((tmp_path / "cli" / "transfer.json").read_text())["vis25"]
+    trained = json.loads((tmp_path / "cli" / "train.json").read_text())["vis25"]
+    assert set(cli) == set(run) == {"sde", "ode", "rc", "rc1", "mlp", "leaky"}
+    for v in cli:
+        assert cli[v]["sim"] == run[v]["sim"], v
+        assert cli[v]["transfer"] == run[v]["transfer"], v
+    for v in trained:
+        assert trained[v]["sim"] == run[v]["sim"], v
+    assert len(run["sde"]["sim"]["accuracy_by_masking"]) == 2       # both maskings measured, averaged
+    assert run["sde"]["drives"] == cli["sde"]["drives"] == [2, 2]   # one drive per layer and masking
