@@ -43,6 +43,7 @@ import contextlib
 import itertools
 import logging
 import os
+import threading
 import time
 import uuid
 from typing import Any
@@ -53,16 +54,14 @@ import zmq
 from . import protocol as P
 from .auth import KEYS_ENV, client_keys, secure_client_socket
 from .errors import BadInput, OutOfRange, ProtocolError, RigError, RigTimeout, RigUnavailable
-from .fastpath import drive_reply
-from .headers import request_header
-from .rig import DriveResult
+from .rig import DriveResult, check_seed
 
 log = logging.getLogger(__name__)
 
 _UP = zmq.EVENT_HANDSHAKE_SUCCEEDED   # a ZMTP handshake needs the server process (a TCP connect does not)
 _AUTH_FAILED = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
 _EVENTS = _UP | zmq.EVENT_DISCONNECTED | _AUTH_FAILED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-_F8, _DRIVE = np.dtype("<f8"), P.DRIVE
+_F8 = np.dtype("<f8")
 _SLICE_MS = 500   # a waiting client looks at its connection this often
 
 
@@ -81,7 +80,7 @@ class RigClient:
     def __init__(self, endpoint: str, rig: str | None = None, *, timeout_s: float = 10.0,
                  retries: int = 3, context: zmq.Context | None = None, backoff_s: float = 0.05,
                  dead_after_s: float = 3.0, curve_keys: Any = None, name: str | None = None,
-                 session: str | None = None) -> None:
+                 session: str | None = None, peer_id: bytes | None = None) -> None:
         if not isinstance(endpoint, str) or "://" not in endpoint:
             raise RigUnavailable(f"endpoint must look like tcp://HOST:PORT, ipc://PATH or inproc://NAME, got {endpoint!r}")
         if not timeout_s > 0:
@@ -98,13 +97,18 @@ class RigClient:
         self._prefix = uuid.uuid4().hex[:24]   # request id = random prefix + counter: unique, cheap
         self._count = itertools.count()
         self.session = session or uuid.uuid4().hex   # lease owner token (header key "client")
+        # This client's peer name on plain connections: every socket it opens (retries, the lease
+        # heartbeat) has the routing id 0x01 + peer_id + 4 random bytes (bridge/PROTOCOL.md, "Peers").
+        self.peer_id = peer_id or os.urandom(P.PEER_ID_BYTES)
+        if len(self.peer_id) != P.PEER_ID_BYTES:
+            raise ValueError(f"peer_id must be {P.PEER_ID_BYTES} bytes, got {len(self.peer_id)}")
         self.backoff_s, self.dead_after_s = float(backoff_s), float(dead_after_s)
         if curve_keys is None and os.environ.get(KEYS_ENV) and not endpoint.startswith("inproc://"):
             curve_keys = os.environ[KEYS_ENV]
         self.curve_keys = client_keys(curve_keys) if curve_keys is not None else None
         self.name = name or f"{os.environ.get('USER', 'user')}@{_hostname()}"
         self._down_since: float | None = None
-        self._lease_thread: Any = None   # bridge.lease.Heartbeat while a lease() block runs
+        self._lease_thread: Heartbeat | None = None   # while a lease() block runs
 
     # ---- ops -----------------------------------------------------------------------------
     def hello(self) -> dict[str, Any]:
@@ -129,15 +133,8 @@ class RigClient:
             if (arr := np.asarray(inputs)).dtype.kind not in "fiu":
                 raise BadInput(f"inputs must be numeric, got dtype {arr.dtype}")
             arr = P.wire_array(arr)
-        if seed is not None:
-            if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-                raise BadInput(f"seed must be None or an int >= 0, got {seed!r}")
-            seed = int(seed)
-        rig = rig or self.rig or self._rig(None)
-        rid = f"{self._prefix}{next(self._count):08x}"   # self._new_id(), inlined
-        head = request_header(rid, rig, self.session, arr.dtype.str, arr.shape, bool(reset), seed)
-        if type(res := self._roundtrip([head, arr], rid, _DRIVE, rig)) is DriveResult:
-            return res   # decoded by fastpath.drive_reply
+        res = self.request(P.DRIVE, rig=rig or self.rig or self._rig(None),
+                           args={"inputs": arr, "reset": bool(reset), "seed": check_seed(seed)})
         out, init, t = res.get("outputs"), res.get("initial"), res.get("instrument_s")
         if not (isinstance(out, np.ndarray) and isinstance(init, np.ndarray) and isinstance(t, (int, float))):
             raise ProtocolError(P.BAD_REQUEST, f"malformed drive reply from {self.endpoint}: {sorted(res)}")
@@ -188,7 +185,6 @@ class RigClient:
         """
         rig = self._rig(rig)
         self.lock(lease_s, rig=rig)
-        from .lease import Heartbeat
         hb = Heartbeat(self, rig, lease_s, renew_s or lease_s / 3.0)
         self._lease_thread, self.lease_error = hb, None
         hb.start()
@@ -214,11 +210,9 @@ class RigClient:
         for k in range(tries):
             if k:
                 time.sleep(min(self.backoff_s * 2 ** (k - 1), 2.0))
-            reply = self._wait(self._socket(), rid, frames, op)
+            reply = self._wait(self._socket(), rid, frames)
             if isinstance(reply, dict):
                 return self._result(reply, op, rig)
-            if type(reply) is DriveResult:   # an ok drive reply, decoded by fastpath.drive_reply
-                return reply
             dead += reply == "down"
             self._drop_socket()  # lazy pirate: a fresh socket for the retry
         what = f"{op}" + (f" on rig '{rig}'" if rig else "")
@@ -231,9 +225,9 @@ class RigClient:
         raise RigTimeout(f"no reply from {self.endpoint} to {what} within {self.timeout_s:g} s, "
                          f"{tries} tries; is the server running? raise timeout_s for slow drives")
 
-    def _wait(self, sock: zmq.Socket, rid: str, frames: list | None = None, op: str = "") -> Any:
-        """Send ``frames``, then the reply to ``rid`` (a dict; an ok drive reply comes as its
-        DriveResult); or "timeout", "down" (no connection for dead_after_s), "damaged".
+    def _wait(self, sock: zmq.Socket, rid: str, frames: list | None = None) -> Any:
+        """Send ``frames``, then the reply to ``rid`` (a dict); or "timeout", "down" (no
+        connection for dead_after_s), "damaged".
 
         Stale replies (other ids) are skipped. When connected this is a blocking receive in
         slices of at most 0.5 s; between slices the monitor tells whether the connection dropped.
@@ -272,9 +266,6 @@ class RigClient:
                 if self._down_since is not None and now - self._down_since >= self.dead_after_s:
                     return "down"
                 continue
-            res = drive_reply(msg, rid) if op == _DRIVE else None
-            if res is not None:   # the common case, decoded in one pass (bridge/fastpath.py)
-                return res
             try:
                 reply = P.decode(msg)
             except ProtocolError as exc:
@@ -307,6 +298,7 @@ class RigClient:
         if self._sock is None:
             sock = self.context.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.ROUTING_ID, b"\x01" + self.peer_id + os.urandom(4))
             self._rcvtimeo = -1
             if not self.endpoint.startswith("inproc://"):
                 sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
@@ -397,3 +389,39 @@ class RigClient:
 def _hostname() -> str:
     import socket
     return socket.gethostname()
+
+
+class Heartbeat(threading.Thread):
+    """Renews a lease every ``renew_s`` from its own socket (same session and peer) until stopped.
+
+    Behind :meth:`RigClient.lease`; a failed renewal is kept in ``error``.
+    """
+
+    def __init__(self, owner: RigClient, rig: str, lease_s: float, renew_s: float) -> None:
+        super().__init__(name=f"lease-{rig}", daemon=True)
+        self.rig, self.lease_s, self.renew_s = rig, lease_s, renew_s
+        self.client = RigClient(owner.endpoint, rig, timeout_s=max(renew_s, 0.5), retries=1,
+                                context=owner.context, curve_keys=owner.curve_keys, name=owner.name,
+                                session=owner.session, dead_after_s=owner.dead_after_s,
+                                peer_id=owner.peer_id)
+        self.error: BaseException | None = None
+        self.renewals = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._halt.wait(self.renew_s):
+                try:
+                    self.client.lock(self.lease_s)
+                    self.renewals += 1
+                except (RigError, RigTimeout, RigUnavailable) as exc:
+                    self.error = exc
+                    log.warning("lease renewal of rig %s failed: %s", self.rig, exc)
+                    return
+        finally:
+            self.client.close()
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self is not threading.current_thread():
+            self.join(10.0)

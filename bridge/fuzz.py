@@ -32,7 +32,7 @@ import numpy as np
 import zmq
 
 from .server import RigServer
-from .testrigs import EchoRig
+from .backends.testrigs import EchoRig
 
 OPS = ("drive", "drive", "drive", "describe", "lock", "unlock", "status", "hello", "ping")
 KEYS = ("v", "id", "op", "rig", "args", "client", "inputs", "reset", "seed", "lease_s", "holder",

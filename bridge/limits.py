@@ -38,8 +38,8 @@ The guarded rig (:class:`GuardedRig`):
   refuses larger writes);
 - delegates every other attribute to the backend.
 
-:func:`check_station` builds a station's rigs (which validates parameters and
-limits) and prints each rig's backend, range and limits without driving.
+:func:`describe_rig_line` is one rig's line of ``nado rig check``
+(:func:`bridge.station.check_station`).
 """
 from __future__ import annotations
 
@@ -264,37 +264,3 @@ def describe_rig_line(name: str, desc: dict[str, Any]) -> str:
             f"output x{desc.get('output', {}).get('dims')} {desc.get('output', {}).get('units', '')}, "
             f"step {desc.get('step_s')} s\n"
             f"    limits: {lim_s}")
-
-
-def check_station(path: str | None) -> str:
-    """Validate a station file without driving: build each rig (guarded), report, close.
-
-    Returns the printable report. Raises :class:`StationError` whose message is
-    the whole report when any rig fails to build (bad parameters, missing
-    limits, missing driver), so a CLI prints it and exits non-zero.
-    """
-    from . import station as station_mod  # late: bridge.station imports this module
-
-    station = station_mod.load_station(path)
-    lines = [f"station {path or '(built-in)'}:"]
-    failed = 0
-    for name in station_mod.rig_names(station):
-        try:
-            rig = station_mod.build_rig(station, name)
-        except (BridgeError, ValueError, TypeError, ImportError) as exc:
-            failed += 1
-            lines.append(f"  {name}: ERROR {exc}")
-            continue
-        try:
-            lines.append(describe_rig_line(name, rig.describe()))
-        finally:
-            close = getattr(rig, "close", None)
-            if close is not None:
-                close()
-    n = len(station_mod.rig_names(station))
-    lines.append(f"{n} rig(s) checked, {failed} failed (nothing was driven)" if failed
-                 else f"{n} rig(s) valid (nothing was driven)")
-    report = "\n".join(lines)
-    if failed:
-        raise StationError(report)
-    return report

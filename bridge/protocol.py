@@ -32,7 +32,8 @@ import numpy as np
 import zmq
 from zmq.backend import Socket as _ZmqSocket
 
-from .errors import ProtocolError
+from .errors import BadInput, ProtocolError
+from .rig import check_seed
 
 VERSION = 1
 
@@ -73,6 +74,9 @@ MAX_NDIM = 8
 MAX_DEPTH = 16                   # nesting of maps/lists in a header
 MAX_ID_CHARS = 128
 MAX_NAME_CHARS = 128
+# Peers on plain connections: a routing id of 0x01 + PEER_ID_BYTES + 4 bytes names the peer by
+# its middle part, so one client's sockets (retries, lease heartbeat) are one peer.
+PEER_ID_BYTES = 16
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:
@@ -100,7 +104,30 @@ def unpack_header(data: bytes | memoryview) -> dict[str, Any]:
         raise ProtocolError(BAD_REQUEST, f"header is not valid msgpack ({type(exc).__name__}: {exc})") from None
     if not isinstance(obj, dict):
         raise ProtocolError(BAD_REQUEST, f"header must be a msgpack map, got {type(obj).__name__}")
+    check_depth(obj)
     return obj
+
+
+def check_depth(obj: Any) -> None:
+    """Raise ``BAD_REQUEST`` when maps/lists in ``obj`` nest deeper than :data:`MAX_DEPTH`.
+
+    The whole header counts, unknown keys included (iterative: no recursion limit to hit).
+    """
+    stack = [(obj, 0)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        o, depth = pop()
+        if depth > MAX_DEPTH:
+            raise ProtocolError(BAD_REQUEST, f"header nests deeper than {MAX_DEPTH}")
+        t = type(o)
+        if t is dict:
+            for v in o.values():
+                if type(v) is dict or type(v) is list:
+                    push((v, depth + 1))
+        elif t is list:
+            for v in o:
+                if type(v) is dict or type(v) is list:
+                    push((v, depth + 1))
 
 
 def _pack_default(obj: Any) -> Any:
@@ -147,21 +174,20 @@ def encode(header: dict[str, Any]) -> list[Any]:
     them with ``send_multipart(frames, copy=False)`` for zero-copy.
     """
     bufs: list[np.ndarray] = []
+    scalars = _SCALARS
 
     def walk(obj: Any, depth: int) -> Any:
         t = type(obj)
-        if t is dict or (t is not np.ndarray and isinstance(obj, dict)):
-            if depth > MAX_DEPTH:
-                raise ProtocolError(INTERNAL, f"header nests deeper than {MAX_DEPTH}")
-            return {k: walk(v, depth + 1) for k, v in obj.items()}
         if t is np.ndarray:
             arr = wire_array(obj)
             bufs.append(arr)
             return {ND_KEY: len(bufs) - 1, "dtype": arr.dtype.str, "shape": list(arr.shape)}
+        if depth > MAX_DEPTH:
+            raise ProtocolError(INTERNAL, f"header nests deeper than {MAX_DEPTH}")
+        if t is dict or isinstance(obj, dict):
+            return {k: v if type(v) in scalars else walk(v, depth + 1) for k, v in obj.items()}
         if t is list or t is tuple:
-            if depth > MAX_DEPTH:
-                raise ProtocolError(INTERNAL, f"header nests deeper than {MAX_DEPTH}")
-            return [walk(v, depth + 1) for v in obj]
+            return [v if type(v) in scalars else walk(v, depth + 1) for v in obj]
         return obj
 
     head = walk(header, 0)
@@ -188,24 +214,27 @@ def _array_from_ref(ref: dict[str, Any], frames: Sequence[Any], used: list[bool]
     if type(shape) is not list or len(shape) > MAX_NDIM:
         raise ProtocolError(BAD_REQUEST, f"shape must be a list of at most {MAX_NDIM} non-negative ints, got {shape!r}")
     expected = npdt.itemsize
+    bound = npdt.itemsize      # the bytes the shape would need with its zero dims read as 1
     for d in shape:
         if type(d) is not int or d < 0:
             raise ProtocolError(BAD_REQUEST, f"shape must be a list of at most {MAX_NDIM} non-negative ints, "
                                              f"got {shape!r}")
         expected *= d
+        bound *= d or 1
+    if bound > MAX_FRAME_BYTES:
+        raise ProtocolError(BAD_REQUEST, f"shape {shape!r:.200} describes more than {MAX_FRAME_BYTES} bytes "
+                                         "(even with its zero dimensions read as 1); send smaller arrays")
     used[i] = True
     frame = frames[i]
-    t = type(frame)
-    if t is not _Frame and t is not bytes:
-        frame = memoryview(frame)
-        nbytes = frame.nbytes
-    else:
-        nbytes = len(frame)
+    nbytes = len(frame) if type(frame) is _Frame or type(frame) is bytes else memoryview(frame).nbytes
     if nbytes != expected:
         raise ProtocolError(BAD_REQUEST, f"buffer frame {i} holds {nbytes} bytes but dtype {dtype} "
                                          f"shape {shape} needs {expected}")
     # A view of the frame's memory (the array keeps the frame alive); writable for received frames.
-    return _ndarray(shape, npdt, frame)
+    try:
+        return _ndarray(shape, npdt, frame)
+    except (ValueError, TypeError) as exc:   # never expected after the checks above; answered anyway
+        raise ProtocolError(BAD_REQUEST, f"array {dtype} {shape!r:.200} cannot be read: {exc}") from None
 
 
 _Frame = zmq.Frame
@@ -300,9 +329,10 @@ def check_args(op: str, args: dict, max_lease_s: float = 3600.0) -> None:
                                          "({$nd, dtype, shape}), not a msgpack value")
     if not isinstance(args.get("reset", True), bool):
         raise ProtocolError(BAD_REQUEST, f"args.reset must be a bool, got {args['reset']!r:.80}")
-    seed = args.get("seed")
-    if seed is not None and not (type(seed) is int and 0 <= seed < 2**64):
-        raise ProtocolError(BAD_REQUEST, f"args.seed must be nil or an int in 0..2**64-1, got {seed!r:.80}")
+    try:
+        check_seed(args.get("seed"))
+    except BadInput as exc:
+        raise ProtocolError(BAD_REQUEST, f"args.{exc.message}") from None
 
 
 # ---- headers -------------------------------------------------------------------------------

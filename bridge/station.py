@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BridgeError, StationError
+from .limits import describe_rig_line, guard
 
 ENTRY_POINT_GROUP = "bridge.backends"
 RESERVED = ("backend", "limits")
@@ -196,7 +197,6 @@ def build_rig(station: Station, name: str) -> Any:
     except Exception as exc:
         raise StationError(f"rigs.{name}: backend {spec.backend!r} refused its parameters: "
                            f"{type(exc).__name__}: {exc}") from None
-    from .limits import guard
     try:
         return guard(rig, spec.limits)
     except BaseException:
@@ -268,3 +268,35 @@ def serve(path_or_station: str | Path | Station | None, bind: str | list[str], *
             _close(rig)
         raise
     return server.start()
+
+
+def check_station(path: str | None) -> str:
+    """Validate a station file without driving: build each rig (guarded), report, close.
+
+    Returns the printable report. Raises :class:`StationError` whose message is
+    the whole report when any rig fails to build (bad parameters, missing
+    limits, missing driver), so a CLI prints it and exits non-zero.
+    """
+    station = load_station(path)
+    lines = [f"station {path or '(built-in)'}:"]
+    failed = 0
+    for name in rig_names(station):
+        try:
+            rig = build_rig(station, name)
+        except (BridgeError, ValueError, TypeError, ImportError) as exc:
+            failed += 1
+            lines.append(f"  {name}: ERROR {exc}")
+            continue
+        try:
+            lines.append(describe_rig_line(name, rig.describe()))
+        finally:
+            close = getattr(rig, "close", None)
+            if close is not None:
+                close()
+    n = len(rig_names(station))
+    lines.append(f"{n} rig(s) checked, {failed} failed (nothing was driven)" if failed
+                 else f"{n} rig(s) valid (nothing was driven)")
+    report = "\n".join(lines)
+    if failed:
+        raise StationError(report)
+    return report

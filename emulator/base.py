@@ -19,47 +19,23 @@ each call). A drive with ``seed=S`` draws all its noise from ``S``: with
 """
 from __future__ import annotations
 
-import math
+from functools import partial
 from typing import Any
 
 import numpy as np
 
+from bridge import values
 from bridge.errors import BadInput
-from bridge.rig import DriveResult, check_inputs
+from bridge.rig import DriveResult, check_inputs, check_seed
 
 from .errors import ConfigError
 from .noise import make_rng
 from .timing import Timeline
 
 
-def as_float(name: str, value: Any, *, lo: float | None = None, hi: float | None = None,
-             lo_open: bool = False) -> float:
-    """``value`` as a finite float in [lo, hi] (``(lo, hi]`` with lo_open), else ConfigError naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(float(value)):
-        raise ConfigError(f"{name} must be a finite number, got {value!r}")
-    v = float(value)
-    if lo is not None and (v < lo or (lo_open and v == lo)):
-        raise ConfigError(f"{name} must be {'>' if lo_open else '>='} {lo:g}, got {v:g}")
-    if hi is not None and v > hi:
-        raise ConfigError(f"{name} must be <= {hi:g}, got {v:g}")
-    return v
-
-
-def as_int(name: str, value: Any, *, lo: int | None = None, hi: int | None = None) -> int:
-    """``value`` as an int in [lo, hi], else ConfigError naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    v = int(value)
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise ConfigError(f"{name} must lie in {lo}..{hi}, got {v}")
-    return v
-
-
-def as_seed(name: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    return as_int(name, value, lo=0)
+as_float = partial(values.as_float, error=ConfigError)
+as_int = partial(values.as_int, error=ConfigError)
+as_seed = partial(values.as_seed, error=ConfigError)
 
 
 class EmulatedRig:
@@ -80,7 +56,7 @@ class EmulatedRig:
         self._state = None          # the device's state after the last drive (batch of B)
         from .faults import make_injector
         self.faults = make_injector(faults, name)
-        if self.faults is not None:  # the server consults it after each request (bridge.worker)
+        if self.faults is not None:  # the server consults it after each request (bridge._worker)
             self.bridge_fault_hook = self.faults.hook
 
     # ---- hooks for subclasses -------------------------------------------------------------
@@ -119,10 +95,8 @@ class EmulatedRig:
             self.faults.before_drive()
         if not isinstance(reset, (bool, np.bool_)):
             raise BadInput(f"reset must be true or false, got {reset!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
-                                 or seed < 0):
-            raise BadInput(f"seed must be a non-negative integer or None, got {seed!r}")
-        rng = self._rng if seed is None else np.random.default_rng(int(seed))
+        seed = check_seed(seed)
+        rng = self._rng if seed is None else np.random.default_rng(seed)
         B = x.shape[0]
         if reset:
             state, initial = self._reset_state(B, rng)

@@ -14,7 +14,7 @@ from bridge import RigClient, RigServer, StationError
 from bridge.auth import Security, client_keys, is_local
 from bridge.errors import RigTimeout, RigUnavailable
 from bridge.station import parse_station, serve
-from bridge.testrigs import EchoRig
+from bridge.backends.testrigs import EchoRig
 from nado.cli import main
 
 U = np.linspace(-1, 1, 6).reshape(2, 3, 1)

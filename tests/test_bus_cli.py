@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bridge import RigServer
-from bridge.testrigs import EchoRig, LeakyRig
+from bridge.backends.testrigs import EchoRig, LeakyRig
 from nado.cli import main
 
 STATION = textwrap.dedent("""

@@ -53,8 +53,8 @@ def _sde_checkpoint(tmp):
 def _fake_daq_rig(name):
     from test_realrig_daq import CAL, LIMITS, emulated_response
 
-    from bridge.daq.fake import FakeTaskFactory
-    from bridge.daq.nra import DaqNRARig
+    from bridge.backends.daq.fake import FakeTaskFactory
+    from bridge.backends.daq.nra import DaqNRARig
     from bridge.limits import guard
     fake = FakeTaskFactory(emulated_response(), oe_per_volt=CAL, noise_v=2e-3, mod_ohm=0.3)
     return guard(DaqNRARig(name, oe_per_volt=CAL, task_factory=fake), LIMITS)

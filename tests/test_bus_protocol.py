@@ -12,7 +12,7 @@ import zmq
 
 from bridge import RigServer
 from bridge.rig import DriveResult
-from bridge.testrigs import EchoRig, LeakyRig
+from bridge.backends.testrigs import EchoRig, LeakyRig
 
 CODES = {"BAD_REQUEST", "VERSION", "UNKNOWN_OP", "UNKNOWN_RIG", "BAD_INPUT", "OUT_OF_RANGE",
          "BUSY", "RIG_FAULT", "TIMEOUT", "INTERNAL"}
@@ -56,10 +56,15 @@ def server():
     srv.close()
 
 
-def call(server, frames, kind=zmq.REQ, timeout_s=5.0):
-    """Send frames on a fresh socket; return (header dict, buffer frames) of the reply."""
+def call(server, frames, kind=zmq.REQ, timeout_s=5.0, peer=None):
+    """Send frames on a fresh socket; return (header dict, buffer frames) of the reply.
+
+    ``peer``: 16 bytes naming this caller across sockets (routing id 0x01 + peer + 4 bytes).
+    """
     sock = zmq.Context.instance().socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
+    if peer is not None:
+        sock.setsockopt(zmq.ROUTING_ID, b"\x01" + peer + uuid.uuid4().bytes[:4])
     sock.setsockopt(zmq.RCVTIMEO, int(timeout_s * 1000))
     try:
         sock.connect(server.endpoints[0])
@@ -258,15 +263,16 @@ def test_repeated_id_is_answered_from_the_cache(server):
     leaky = server.rigs["leaky"]
     frames = drive_frames("leaky", np.zeros((1, 5, 1)))
     before = leaky.drive_calls
-    first, b1 = call(server, frames)
-    again, b2 = call(server, frames)
+    me = uuid.uuid4().bytes   # one peer, two sockets (a retry from a fresh socket)
+    first, b1 = call(server, frames, peer=me)
+    again, b2 = call(server, frames, peer=me)
     assert leaky.drive_calls == before + 1
     assert first == again and b1 == b2
     # the same id for another request is refused
     h = msgpack.unpackb(frames[0])
     h.pop("args")
     h["op"] = "describe"
-    assert err(call(server, [msgpack.packb(h)])) == "BAD_REQUEST"
+    assert err(call(server, [msgpack.packb(h)], peer=me)) == "BAD_REQUEST"
 
 
 def test_every_error_code_was_reached():
@@ -291,7 +297,7 @@ def test_spec_hex_example_is_the_msgpack_of_its_header():
 def test_spec_python_client_example_runs(tmp_path):
     text = _spec()
     code = text.split("```python\n")[1].split("```")[0]
-    from bridge.testrigs import EchoRig
+    from bridge.backends.testrigs import EchoRig
     rig = EchoRig("nra", lo=0.0, hi=80.0)
     with RigServer({"nra": rig}, "tcp://127.0.0.1:*") as srv:
         code = code.replace("tcp://rigpc:5555", srv.endpoints[0])

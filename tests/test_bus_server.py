@@ -14,8 +14,8 @@ import pytest
 from bridge import RigClient, RigServer
 from bridge.errors import BadInput, RigError, RigTimeout, RigUnavailable, StationError
 from bridge.rig import DriveResult
-from bridge.testrigs import EchoRig, LeakyRig
-from bridge.worker import ReplyCache
+from bridge.backends.testrigs import EchoRig, LeakyRig
+from bridge._cache import ReplyCache
 
 
 def ep():
@@ -199,16 +199,17 @@ def test_reply_cache_bounds():
     c.put("a", ("drive", "r"), [b"x" * 60])
     c.put("b", ("drive", "r"), [b"x" * 60])
     assert c.get("a") is None and c.get("b") is not None and c.nbytes <= 100
-    old = ReplyCache(size=10, age_s=0.05, max_bytes=100)
+    now = [0.0]   # an injected clock, seconds
+    old = ReplyCache(size=10, age_s=0.05, max_bytes=100, clock=lambda: now[0])
     old.put("a", ("drive", "r"), [b"x"])
-    time.sleep(0.1)
+    now[0] = 0.1
     assert old.get("a") is None
 
 
 SERVE = """
 import sys
 from bridge.server import RigServer
-from bridge.testrigs import EchoRig
+from bridge.backends.testrigs import EchoRig
 class Marked(EchoRig):
     def make_safe(self):
         print("made safe", flush=True)

@@ -10,7 +10,7 @@ import pytest
 from bridge import RigClient
 from bridge.errors import StationError
 from bridge.station import BUILTIN, build_rig, build_rigs, load_station, parse_station, serve
-from bridge.testrigs import EchoRig, LeakyRig
+from bridge.backends.testrigs import EchoRig, LeakyRig
 
 
 def station(tmp_path, text):
@@ -143,8 +143,8 @@ def test_python_backend_served_and_driven(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("backend, words", [
     ("python:no_such_module_xyz:Rig", ["cannot import", "no_such_module_xyz"]),
-    ("python:bridge.testrigs:NoSuchRig", ["has no NoSuchRig"]),
-    ("python:bridge.testrigs", ["python:package.module:Class"]),
+    ("python:bridge.backends.testrigs:NoSuchRig", ["has no NoSuchRig"]),
+    ("python:bridge.backends.testrigs", ["python:package.module:Class"]),
 ])
 def test_python_backend_errors(backend, words):
     st = parse_station({"rigs": {"u": {"backend": backend}}})

@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from bridge.testrigs import LeakyRig
+from bridge.backends.testrigs import LeakyRig
 from nado.data.active_range import range_from_curve, sensitivity_curve
 from nado.data.collect import collect, find_active_range
 from nado.data.dataset import load_dataset
@@ -135,7 +135,7 @@ def test_active_range_of_the_emulated_nra(served):
 _KILL_SCRIPT = """
 import os, signal, sys
 from bridge import RigClient, RigServer
-from bridge.testrigs import LeakyRig
+from bridge.backends.testrigs import LeakyRig
 from nado.data.collect import collect
 server = RigServer({"rig": LeakyRig(n_out=2, seed=3)}, "inproc://kill").start()
 client = RigClient("inproc://kill", "rig")

@@ -13,7 +13,7 @@ import pytest
 from bridge import RigClient, RigServer
 from bridge.errors import RigError, StationError
 from bridge.station import build_rigs, parse_station
-from bridge.testrigs import LeakyRig
+from bridge.backends.testrigs import LeakyRig
 from emulator.faults import FaultPlan, FaultyRig
 from nado.data.collect import collect
 from nado.data.dataset import load_dataset

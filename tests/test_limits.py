@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from bridge.errors import BadInput, OutOfRange, RigError, StationError
-from bridge.limits import GuardedRig, Limits, check_station, guard
+from bridge.limits import GuardedRig, Limits, guard
+from bridge.station import check_station
 from bridge.station import build_rigs, load_station
-from bridge.testrigs import EchoRig
+from bridge.backends.testrigs import EchoRig
 
 ROOT = Path(__file__).resolve().parents[1]
 

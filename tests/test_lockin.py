@@ -11,7 +11,7 @@ pads every record with a lead-in and a ramp-down rotation, so tests skip them.
 import numpy as np
 import pytest
 
-from bridge import lockin as L
+from bridge.backends.daq import lockin as L
 from emulator.nra import NRARig
 
 SPR_AI = 31_250  # 2 MHz / 64 Hz

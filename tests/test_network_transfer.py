@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from bridge.testrigs import LeakyRig
+from bridge.backends.testrigs import LeakyRig
 from nado.errors import ConfigError
 from nado.network import Network, TrainConfig, train_network
 from nado.network.baselines import matched_random_network, reservoir_baseline, ridge_fit

@@ -9,7 +9,7 @@ import pytest
 from bridge import BadInput, OutOfRange, RigServer, RigUnavailable, StationError
 from bridge.pool import (Member, MemberHooks, PoolMismatch, RigPool, chunk_seed, load_pool,
                          parse_pool, parse_pools, reference_drive, split_counts)
-from bridge.testrigs import EchoRig, LeakyRig
+from bridge.backends.testrigs import EchoRig, LeakyRig
 
 
 class _Servers:

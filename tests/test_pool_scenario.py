@@ -12,7 +12,7 @@ import pytest
 from bridge import RigServer, StationError
 from bridge.pool import RigPool
 from bridge.station import load_station, parse_station, serve
-from bridge.testrigs import LeakyRig
+from bridge.backends.testrigs import LeakyRig
 from nado.errors import ConfigError
 from nado.pipeline.scenario import load_scenario
 

@@ -1,5 +1,5 @@
 """The NI-DAQ nanoring rig without hardware: a fake task factory plays the emulated NRA back
-through the coil-and-carrier chain (bridge.daq.fake).
+through the coil-and-carrier chain (bridge.backends.daq.fake).
 
 Signal-path tolerance: per-step outputs within ``0.03 * |largest jump| + 0.02 ohm`` of the
 device's per-rotation resistance (lock-in smear between rotations ~2 % of a jump, white
@@ -9,9 +9,9 @@ noise 2 mV rms at 2 MHz ~0.01 ohm per rotation mean).
 import numpy as np
 import pytest
 
-from bridge.daq import hardware
-from bridge.daq.fake import FakeTaskFactory
-from bridge.daq.nra import DaqNRARig
+from bridge.backends.daq import hardware
+from bridge.backends.daq.fake import FakeTaskFactory
+from bridge.backends.daq.nra import DaqNRARig
 from bridge.errors import BadInput, OutOfRange, RigError, StationError
 from bridge.limits import guard
 from bridge.station import build_rigs, parse_station

@@ -12,7 +12,7 @@ import zmq
 
 from bridge import RigClient, RigServer
 from bridge import protocol as P
-from bridge.testrigs import EchoRig
+from bridge.backends.testrigs import EchoRig
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ import pytest
 
 from bridge import RigClient, RigServer
 from bridge.errors import ProtocolError, RigError, RigUnavailable
-from bridge.testrigs import EchoRig, LeakyRig
+from bridge.backends.testrigs import EchoRig, LeakyRig
 
 _ids = itertools.count()
 U = np.zeros((1, 4, 1))

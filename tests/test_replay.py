@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from bridge.errors import BadInput, RigError, StationError
-from bridge.replay import ReplayRig
+from bridge.backends.replay import ReplayRig
 from bridge.station import build_rigs, parse_station
-from bridge.testrigs import LeakyRig
+from bridge.backends.testrigs import LeakyRig
 from nado.data.collect import collect
 from nado.data.dataset import Dataset, load_dataset, save_dataset
 

@@ -1,7 +1,7 @@
 """Bench section ``bus``: the instrument bus beside raw pyzmq, in the same run.
 
 - Small round trip: ``RigClient.drive`` of a ``(1, 64, 1)`` float64 input on an
-  :class:`bridge.testrigs.EchoRig` (a rig that does no work) through a
+  :class:`bridge.backends.testrigs.EchoRig` (a rig that does no work) through a
   :class:`bridge.RigServer`, beside a raw pyzmq DEALER -> ROUTER echo thread
   sending the very same request frames. p50 and p99 of each, in seconds, over
   ``rounds`` interleaved blocks (alternating which goes first). Target: bus p50
@@ -33,7 +33,7 @@ import zmq
 
 from bridge import RigClient, RigServer
 from bridge import protocol as P
-from bridge.testrigs import EchoRig
+from bridge.backends.testrigs import EchoRig
 
 from . import target
 

@@ -1,7 +1,7 @@
 """A tiny analytic twin honouring the Twin interface, for tests and examples.
 
 ``ToyTwin`` is a noisy leaky integrator with a tanh input nonlinearity, the
-same family as :class:`bridge.testrigs.LeakyRig`::
+same family as :class:`bridge.backends.testrigs.LeakyRig`::
 
     y(t+1) = y(t) + rate * (tanh(gain * (s(t) - centre) / (hi - lo)) - y(t)) + noise_std * xi
 

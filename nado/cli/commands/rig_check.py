@@ -4,7 +4,7 @@ Builds each rig (parameters, backend, driver, limits: a real rig without
 ``max_field_oe``, ``max_coil_v`` and ``max_slew_oe_per_s`` fails) and prints its
 backend, input range after the limits, output and limits; closes every rig.
 Exit status 0 when every rig is valid, 1 otherwise (the report names each
-problem). See :func:`bridge.limits.check_station`.
+problem). See :func:`bridge.station.check_station`.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def register(sub) -> None:
 
 def _check(args) -> int:
     from bridge.errors import StationError
-    from bridge.limits import check_station
+    from bridge.station import check_station
 
     try:
         print(check_station(args.station))

@@ -1,9 +1,9 @@
-"""The one-pass fast path for small drives (bridge/fastpath.py): same answers, same refusals.
+"""The one decode/encode path and the inline execution of small drives: same answers, same refusals.
 
-Each test first warms a rig up (the fast path needs a few timed drives), then checks that
-valid drives take it (server counter ``inline``), that they give what the general path
+Each test first warms a rig up (running inline needs a few timed drives), then checks that
+valid drives run inline (server counter ``inline``), that they give what the worker thread
 gives, that retries are answered from the reply cache, and that every malformed variant
-still gets the general path's precise error and never reaches the rig.
+gets its precise error and never reaches the rig.
 """
 import uuid
 
@@ -14,10 +14,9 @@ import zmq
 
 from bridge import RigClient, RigServer
 from bridge import protocol as P
-from bridge.errors import BadInput, OutOfRange
-from bridge.fastpath import drive_reply
-from bridge.rig import DriveResult
-from bridge.testrigs import EchoRig, LeakyRig
+from bridge.errors import BadInput, OutOfRange, ProtocolError
+from bridge.backends.testrigs import EchoRig, LeakyRig
+from _raw import drive_frames, peer_id, raw_call
 
 
 @pytest.fixture()
@@ -34,25 +33,12 @@ def served():
     srv.close()
 
 
-def _raw(srv, frames):
-    """Send frames on a fresh DEALER; return (header, buffer frames) of the reply."""
-    s = zmq.Context.instance().socket(zmq.DEALER)
-    s.setsockopt(zmq.LINGER, 0)
-    s.setsockopt(zmq.RCVTIMEO, 5000)
-    try:
-        s.connect(srv.endpoints[0])
-        s.send_multipart(frames)
-        reply = s.recv_multipart()
-    finally:
-        s.close(linger=0)
-    return msgpack.unpackb(reply[0]), reply[1:]
+def _raw(srv, frames, peer=None):
+    return raw_call(srv.endpoints[0], frames, peer=peer)
 
 
 def _drive_frames(rid, x, *, rig="echo", args=None, ref=None):
-    ref = ref if ref is not None else {"$nd": 0, "dtype": "<f8", "shape": list(x.shape)}
-    a = {"inputs": ref, "reset": True, "seed": None} if args is None else args
-    head = {"v": 1, "id": rid, "op": "drive", "rig": rig, "args": a}
-    return [msgpack.packb(head), np.ascontiguousarray(x, dtype="<f8").tobytes()]
+    return drive_frames(rig, x, rid=rid, args=args, ref=ref)
 
 
 def test_valid_drives_take_the_fast_path_and_match_the_general_path(served):
@@ -96,9 +82,10 @@ def test_a_retried_id_is_answered_from_the_cache_not_driven_again(served):
     srv, cli, rigs = served
     x = np.full((1, 4, 1), 0.25)
     frames = _drive_frames("retry-" + uuid.uuid4().hex, x)
-    h1, b1 = _raw(srv, frames)
+    me = peer_id()   # a retry: the same peer on a fresh socket
+    h1, b1 = _raw(srv, frames, me)
     calls, hits = rigs["echo"].drive_calls, srv.status()["cache_hits"]
-    h2, b2 = _raw(srv, frames)
+    h2, b2 = _raw(srv, frames, me)
     assert h1["ok"] and h2 == h1 and b2 == b1
     assert rigs["echo"].drive_calls == calls
     assert srv.status()["cache_hits"] == hits + 1
@@ -137,44 +124,46 @@ def test_malformed_drives_get_the_general_paths_error(served, case, code):
     assert rigs["echo"].drive_calls == calls
 
 
-def test_drive_reply_decodes_only_ok_drive_replies():
+def test_decode_reads_ok_drive_replies_and_refuses_damaged_ones():
     out, init = np.arange(6.0).reshape(1, 6, 1), np.zeros((1, 1))
     head = {"v": 1, "id": "r1", "ok": True, "result": {
         "outputs": {"$nd": 0, "dtype": "<f8", "shape": [1, 6, 1]},
         "initial": {"$nd": 1, "dtype": "<f8", "shape": [1, 1]}, "instrument_s": 0.5}}
     frames = [zmq.Frame(P.pack_header(head)), zmq.Frame(out.tobytes()), zmq.Frame(init.tobytes())]
-    res = drive_reply(frames, "r1")
-    assert isinstance(res, DriveResult)
-    np.testing.assert_array_equal(res.outputs, out)
-    np.testing.assert_array_equal(res.initial, init)
-    assert res.instrument_s == 0.5 and type(res.instrument_s) is float
-    assert drive_reply(frames, "other-id") is None
-    assert drive_reply(frames[:2], "r1") is None
+    res = P.decode(frames)["result"]
+    np.testing.assert_array_equal(res["outputs"], out)
+    np.testing.assert_array_equal(res["initial"], init)
+    assert res["instrument_s"] == 0.5 and type(res["instrument_s"]) is float
+    with pytest.raises(ProtocolError):
+        P.decode(frames[:2])
     short = [frames[0], zmq.Frame(out.tobytes()[:-8]), frames[2]]
-    assert drive_reply(short, "r1") is None
-    err = [zmq.Frame(P.pack_header(P.reply_error("r1", "BUSY", "x")))]
-    assert drive_reply(err, "r1") is None
+    with pytest.raises(ProtocolError):
+        P.decode(short)
+    cut = P.pack_header(head)
+    with pytest.raises(ProtocolError):
+        P.decode([zmq.Frame(cut[: len(cut) // 2]), frames[1], frames[2]])
 
 
 @pytest.mark.parametrize("seed", [None, 0, 7, 2**64 - 1])
 @pytest.mark.parametrize("reset", [True, False])
 @pytest.mark.parametrize("shape", [(1, 64, 1), (3, 5, 2), (0, 0, 1)])
-def test_spliced_headers_equal_packed_maps(seed, reset, shape):
-    from bridge.headers import reply_header, request_header
+def test_encoded_headers_equal_packed_maps(seed, reset, shape):
     rid, sess = "r" * 32, "s" * 31
+    x = np.zeros(shape)
     req = {"v": P.VERSION, "op": P.DRIVE, "rig": "echo-\u00e9", "client": sess, "id": rid,
            "args": {"inputs": {"$nd": 0, "dtype": "<f8", "shape": list(shape)}, "reset": reset, "seed": seed}}
-    assert request_header(rid, "echo-\u00e9", sess, "<f8", shape, reset, seed) == P.pack_header(req)
+    frames = P.encode({**req, "args": {"inputs": x, "reset": reset, "seed": seed}})
+    assert frames[0] == P.pack_header(req) and msgpack.unpackb(frames[0]) == req
     rep = {"v": P.VERSION, "id": rid, "ok": True, "result": {
         "outputs": {"$nd": 0, "dtype": "<f8", "shape": list(shape)},
         "initial": {"$nd": 1, "dtype": "<f8", "shape": [shape[0], shape[2]]}, "instrument_s": 0.125}}
-    assert reply_header(rid, shape, (shape[0], shape[2]), 0.125) == P.pack_header(rep)
-    assert msgpack.unpackb(reply_header(rid, shape, (shape[0], shape[2]), 0.125)) == rep
+    enc = P.encode(P.reply_ok(rid, {"outputs": x, "initial": np.zeros((shape[0], shape[2])), "instrument_s": 0.125}))
+    assert msgpack.unpackb(enc[0]) == rep
 
 
 @pytest.mark.parametrize("n", [1, 5, 64, 65, 300])
 def test_range_check_catches_nan_inf_and_out_of_range_anywhere(n):
-    from bridge.worker import _in_range
+    from bridge.rig import _in_range
     x = np.linspace(-1, 1, n).reshape(1, n, 1)
     assert _in_range(x, -1.0, 1.0)
     assert not _in_range(x, -0.5, 1.0) and (n == 1 or not _in_range(x, -1.0, 0.5))
@@ -186,21 +175,3 @@ def test_range_check_catches_nan_inf_and_out_of_range_anywhere(n):
     big = np.full((1, n, 1), 1.7e308)   # the small path's sum may overflow: "not sure" (False) is allowed
     assert bool(_in_range(big, -1.75e308, 1.75e308)) == (n == 1 or n > 64)
     assert not _in_range(np.full((1, n, 1), np.nan), -1.0, 1.0)
-
-
-def test_known_reply_only_for_exact_headers_of_learned_shapes():
-    from bridge.headers import known_reply, learn_reply, reply_header
-    learn_reply((2, 3, 1), (2, 1))
-    hb = reply_header("id-1", (2, 3, 1), (2, 1), 0.25)
-    assert known_reply(hb, "id-1") == ((2, 3, 1), 48, (2, 1), 16, 0.25)
-    assert known_reply(hb, "id-2") is None                       # another request's reply
-    assert known_reply(hb[:-1], "id-1") is None and known_reply(hb + b"\x00", "id-1") is None
-    other = P.pack_header({"v": 1, "id": "id-1", "ok": True, "result": {   # shapes never learned
-        "outputs": {"$nd": 0, "dtype": "<f8", "shape": [9, 3, 5]},
-        "initial": {"$nd": 1, "dtype": "<f8", "shape": [9, 5]}, "instrument_s": 0.25}})
-    assert known_reply(other, "id-1") is None
-    # a reply whose frames do not match its header's shapes is not decoded by the shortcut
-    bad = [zmq.Frame(hb), zmq.Frame(b"\x00" * 40), zmq.Frame(b"\x00" * 16)]
-    assert drive_reply(bad, "id-1") is None
-    ok = drive_reply([zmq.Frame(hb), zmq.Frame(np.arange(6.0).tobytes()), zmq.Frame(b"\x00" * 16)], "id-1")
-    assert ok.outputs.shape == (2, 3, 1) and ok.outputs[1, 2, 0] == 5.0 and ok.instrument_s == 0.25

@@ -19,9 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BadInput
-from .rig import DriveResult
-from .worker import validate_inputs
+from ..errors import BadInput
+from ..rig import DriveResult, check_inputs
 
 _F8 = np.dtype("<f8")
 
@@ -54,7 +53,7 @@ class _TestRig:
                 "step_s": self.step_s}
 
     def _check(self, inputs: Any) -> np.ndarray:
-        return validate_inputs(np.asarray(inputs), self.describe())
+        return check_inputs(inputs, self.describe())
 
     def _start(self, inputs: Any, reset: bool) -> tuple[np.ndarray, np.ndarray | None]:
         x = self._check(inputs)
@@ -86,11 +85,11 @@ class EchoRig(_TestRig):
     kind = "echo"
 
     def _check(self, inputs: Any) -> np.ndarray:
-        # No work: shape only. Values were range-checked by the server (bridge.worker.validate_inputs);
+        # No work: shape only. Values were range-checked by the server (bridge.rig.check_inputs);
         # driven directly, the echo returns whatever it was given.
         x = np.asarray(inputs, dtype=np.float64)
         if x.ndim != 3 or x.shape[2] != self.n_in or not x.size:
-            return validate_inputs(x, self.describe())  # raises the precise BadInput
+            return check_inputs(x, self.describe())  # raises the precise BadInput
         return x
 
     def __init__(self, name: str = "echo", *, n_in: int = 1, lo: float = -1e9, hi: float = 1e9,

@@ -7,7 +7,7 @@ callable ``factory(name: str) -> task`` returning an object with the
 ``triggers.start_trigger.cfg_dig_edge_start_trig``, ``write``, ``start``,
 ``read``, ``wait_until_done``, ``out_stream.total_samp_per_chan_generated``,
 ``close``). The default factory is ``nidaqmx.Task``; tests inject
-:class:`bridge.daq.fake.FakeTaskFactory`.
+:class:`bridge.backends.daq.fake.FakeTaskFactory`.
 
 One acquisition (:meth:`DaqIO.acquire`):
 
@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import StationError
+from ...errors import StationError
 
 NOT_INSTALLED = ("NI-DAQmx is not installed on this machine: install it, or use "
                  "backend = 'physics.nra' to emulate the rig")

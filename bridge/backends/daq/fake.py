@@ -2,7 +2,7 @@
 
 ``FakeTaskFactory(response, *, oe_per_volt, ...)`` is a callable
 ``factory(name) -> FakeTask`` with the subset of the ``nidaqmx.Task`` API that
-:mod:`bridge.daq.hardware` uses. It records every task (channels with their
+:mod:`bridge.backends.daq.hardware` uses. It records every task (channels with their
 ranges, timing, start trigger, writes, calls in order) in ``.tasks`` and
 ``.log``, and tracks what the analog outputs hold (``.ao_now``).
 
@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .. import lockin
+from . import lockin
 from .waveforms import field_amplitudes
 
 

@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BadInput, StationError
-from .rig import DriveResult, check_inputs
+from ..errors import BadInput, StationError
+from ..rig import DriveResult, check_inputs
 
 FORMAT = "nado.dataset"
 FORMAT_VERSION = 1

@@ -9,12 +9,12 @@ calibration ``oe_per_volt`` (per axis; required: measure it with a gaussmeter).
 
 A drive of ``(B, T, 1)`` inputs runs the B experiments one after another (a real
 rig has one state). Each experiment is one hardware-timed acquisition (see
-:mod:`bridge.daq.waveforms` and :mod:`bridge.daq.hardware`): a lead-in rotation
+:mod:`bridge.backends.daq.waveforms` and :mod:`bridge.backends.daq.hardware`): a lead-in rotation
 at zero field, the reset protocol (one rotation at ``reset_field_oe`` = 80 Oe, then
 one step at ``reset_settle_oe`` = ``input_max_oe``; skipped with ``reset=False``, which needs B = 1
 and continues from the previous drive, starting from zero field), the T steps,
 and a ramp-down rotation that ends at 0 V. The digital lock-in
-(:mod:`bridge.lockin`) turns the AI samples into 50 samples per rotation; the
+(:mod:`bridge.backends.daq.lockin`) turns the AI samples into 50 samples per rotation; the
 per-step observable is their mean resistance in ohm (``n_out = 1``,
 what the emulated NRA reports) or all 50 (``n_out = 50``). ``initial`` is the
 observable of the reset's last step. ``seed`` is ignored: hardware noise cannot
@@ -22,7 +22,7 @@ be seeded.
 
 Any failure during an acquisition ramps the coils to zero and raises
 ``RigError("RIG_FAULT", ...)``. Without NI-DAQmx, construction raises
-:class:`bridge.daq.hardware.DaqNotInstalled` with one line saying what to do.
+:class:`bridge.backends.daq.hardware.DaqNotInstalled` with one line saying what to do.
 
 Station example (the limits are required for this backend)::
 
@@ -40,19 +40,17 @@ from typing import Any
 
 import numpy as np
 
-from .. import lockin
-from ..errors import BadInput, RigError, StationError
-from ..limits import CoilPlan, Limits
-from ..rig import DriveResult, check_inputs
+from . import lockin
+from ...errors import BadInput, RigError, StationError
+from ...limits import CoilPlan, Limits
+from ...rig import DriveResult, check_inputs
+from ...values import positive
 from . import waveforms as wf
 from .hardware import DaqIO, TaskFactory, default_task_factory, probe_driver
 
 
 def _positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value <= 0:
-        raise StationError(f"nidaqmx.nra: {name} must be a positive number, got {value!r}")
-    return float(value)
+    return positive(f"nidaqmx.nra: {name}", value)
 
 
 class DaqNRARig:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import lockin
+from . import lockin
 
 
 def experiment_amplitudes(steps_oe: np.ndarray, *, reset: bool, reset_oe: float,
