@@ -92,11 +92,11 @@ def _train_net(runner, name: str, cond, twins, twin_keys, cfg, *, cascade_client
             net, info = run_cascade(twins, cascade_clients, cond.data, cfg, seed=runner.seed)
             hist = {"histories": info["histories"], "drives": info["drives"],
                     "instrument_s": info["instrument_s"]}
-        torch.save(net.state_dict(), d / "weights.pt")
+        torch.save({k: v.cpu() for k, v in net.state_dict().items()}, d / "weights.pt")
         write_json_atomic(d / "history.json", hist)
         runner.cache.finish(d)
     net = _build(twins, cfg, cond.data, runner.seed)
-    net.load_state_dict(torch.load(d / "weights.pt", weights_only=True))
+    net.load_state_dict(torch.load(d / "weights.pt", map_location=runner.device, weights_only=True))
     return net, _read(d / "history.json"), d.name
 
 
@@ -214,7 +214,7 @@ def _software(runner, name, kind, cond, cfg) -> dict[str, Any]:
               "train": _cfg_dict(cfg), "seed": runner.seed, "code": code_digest("nado.network")}
     d, done = runner.cache.lookup(f"software-{name}", inputs)
     if not done:
-        net, hist = train_software(cond.data, cfg, kind=kind, seed=runner.seed)
+        net, hist = train_software(cond.data, cfg, kind=kind, seed=runner.seed, device=runner.device)
         sims = [evaluate(net, as_task_data(cond.with_test(m)), cfg, "test", seed=runner.seed + m)
                 for m in range(len(cond.test_sets))]
         write_json_atomic(d / "metrics.json", {"sim": _mean_metrics(sims), "transfer": None,

@@ -28,8 +28,9 @@ TWIN_VARIANTS = {"sde": ("sde", True), "ode": ("ode", False)}
 SOFTWARE_VARIANTS = {"mlp": "static", "leaky": "leaky"}
 
 
-def load_twins_dir(folder: str | Path, kinds: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """``{kind: {"ode": Twin, "sde": Twin}}`` from ``folder/KIND-{ode,sde}.pt`` (missing ones omitted)."""
+def load_twins_dir(folder: str | Path, kinds: Sequence[str], *, map_location="cpu") -> dict[str, dict[str, Any]]:
+    """``{kind: {"ode": Twin, "sde": Twin}}`` from ``folder/KIND-{ode,sde}.pt`` (missing ones omitted),
+    built on the device ``map_location``."""
     from ..twin.checkpoint import load_twin
     folder = Path(folder)
     if not folder.is_dir():
@@ -40,7 +41,7 @@ def load_twins_dir(folder: str | Path, kinds: Sequence[str]) -> dict[str, dict[s
         for v in ("ode", "sde"):
             p = folder / f"{k}-{v}.pt"
             if p.is_file():
-                out.setdefault(k, {})[v] = load_twin(p)
+                out.setdefault(k, {})[v] = load_twin(p, map_location=map_location)
         if k not in out:
             raise ConfigError(f"no twin for device kind {k!r} in {folder} (expected {k}-ode.pt / {k}-sde.pt)")
     return out
@@ -67,8 +68,9 @@ def _n_tests(cond) -> int:
 
 
 def train_stage(cond, twins: dict, layers: Sequence[str], config: TrainConfig, variants: Sequence[str],
-                out_dir: Path, *, seed: int = 0) -> dict[str, Any]:
-    """Train the twin and software variants of one condition; save them under ``out_dir``."""
+                out_dir: Path, *, seed: int = 0, device="auto") -> dict[str, Any]:
+    """Train the twin and software variants of one condition; save them under ``out_dir``.
+    Networks of twins compute on their twins' device, software references on ``device``."""
     task = as_task_data(cond.data if hasattr(cond, "data") else cond)
     res: dict[str, Any] = {}
     for v in variants:
@@ -81,7 +83,7 @@ def train_stage(cond, twins: dict, layers: Sequence[str], config: TrainConfig, v
             net, hist = train_network(tw, task, cfg, seed=seed)
         elif v in SOFTWARE_VARIANTS:
             cfg = config
-            net, hist = train_software(task, cfg, kind=SOFTWARE_VARIANTS[v], seed=seed)
+            net, hist = train_software(task, cfg, kind=SOFTWARE_VARIANTS[v], seed=seed, device=device)
         else:
             continue
         sims = [evaluate(net, as_task_data(_with_test(cond, m)), cfg, seed=seed + 11) for m in range(_n_tests(cond))]
@@ -106,8 +108,9 @@ def _mean_metrics(ms: list[dict]) -> dict[str, Any]:
 
 
 def transfer_stage(cond, twins: dict, layers: Sequence[str], config: TrainConfig, variants: Sequence[str],
-                   clients: list, net_dir: Path, *, seed: int = 0) -> dict[str, Any]:
-    """Transfer the saved sde/ode networks of one condition; add rc / rc1 baselines; software sim only."""
+                   clients: list, net_dir: Path, *, seed: int = 0, device="auto") -> dict[str, Any]:
+    """Transfer the saved sde/ode networks of one condition; add rc / rc1 baselines; software sim only
+    (on ``device``)."""
     res: dict[str, Any] = {}
     base = None
     for v in variants:
@@ -126,7 +129,7 @@ def transfer_stage(cond, twins: dict, layers: Sequence[str], config: TrainConfig
             if v == "sde" or base is None:
                 base = (net, cfg)
         elif v in SOFTWARE_VARIANTS and p.is_file():
-            net, meta = load_network(p)
+            net, meta = load_network(p, map_location=device)
             cfg = TrainConfig.from_dict(meta.get("config") or {}, progress=config.progress)
             res[v] = {"sim": _mean_metrics([evaluate(net, as_task_data(_with_test(cond, m)), cfg, seed=seed + 11)
                                             for m in range(_n_tests(cond))]),
