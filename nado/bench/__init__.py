@@ -1,7 +1,8 @@
 """``nado bench``: speed and memory targets, measured as ratios in one run.
 
 Each section is a module in this package defining ``SECTION`` (its name, e.g.
-``"bus"``) and ``run(quick: bool) -> dict``. The dict holds the section's
+``"bus"``) and ``run(quick: bool) -> dict``, or ``run(quick: bool, device: torch.device)``
+for a section that computes with torch (``nado bench --device``). The dict holds the section's
 measured figures and ``targets: {name: {value, target, met}}``; use
 :func:`target` to build entries. Sections are discovered, so adding one
 touches no other file.
@@ -9,6 +10,7 @@ touches no other file.
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 from typing import Any, Callable
 
@@ -20,11 +22,18 @@ def target(value: float, goal: float, *, at_least: bool = True) -> dict[str, Any
             "met": bool(met)}
 
 
-def sections() -> dict[str, Callable[[bool], dict[str, Any]]]:
-    """Map of section name -> ``run(quick)`` for every bench module."""
+def sections() -> dict[str, Callable[..., dict[str, Any]]]:
+    """Map of section name -> ``run(quick, device)`` for every bench module (sections without
+    a ``device`` parameter ignore it)."""
     found = {}
     for info in pkgutil.iter_modules(__path__):
         module = importlib.import_module(f"{__name__}.{info.name}")
         if hasattr(module, "SECTION"):
-            found[module.SECTION] = module.run
+            found[module.SECTION] = _with_device(module.run)
     return found
+
+
+def _with_device(run: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    if "device" in inspect.signature(run).parameters:
+        return lambda quick, device="cpu": run(quick, device=device)
+    return lambda quick, device="cpu": run(quick)

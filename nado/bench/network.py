@@ -29,24 +29,26 @@ def _peak_rss_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024   # Linux: KiB
 
 
-def run(quick: bool) -> dict:
+def run(quick: bool, device="cpu") -> dict:
     import torch
     import torch.nn.functional as F
 
     from nado.bench import target
+    from nado.device import generator, synchronize
     from nado.network import Network
 
+    device = torch.device(device)
     threads = torch.get_num_threads()
     torch.set_num_threads(min(2, threads))
     batch, T, n_in, nodes, n_out = 128, 4, 784, (200, 200), 10
     steps = 2 if quick else 5
     torch.manual_seed(0)
-    twin = _nra_twin()
+    twin = _nra_twin().to(device)
     net = Network([twin, twin], nodes, n_in, n_out, seed=0)
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-3)
-    x = torch.rand(batch, T, n_in)
-    y = torch.randint(0, n_out, (batch,))
-    gen = torch.Generator().manual_seed(0)
+    gen = generator(device, 0)
+    x = torch.rand(batch, T, n_in, generator=gen, device=device)
+    y = torch.randint(0, n_out, (batch,), generator=gen, device=device)
 
     def step():
         out = net(x, noise=True, generator=gen).outputs
@@ -54,6 +56,7 @@ def run(quick: bool) -> dict:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        synchronize(device)
 
     rss0 = _peak_rss_bytes()
     step()                                     # warm-up (allocations, kernels)

@@ -2,15 +2,16 @@
 
 Each command takes the main job's scenario file::
 
-    nado train    SCENARIO.toml [--out DIR] [--twins DIR] [--quick] [--no-progress]
-    nado transfer SCENARIO.toml [--out DIR] [--twins DIR] [--quick]
-    nado cascade  SCENARIO.toml [--out DIR] [--twins DIR] [--quick]
+    nado train    SCENARIO.toml [--out DIR] [--twins DIR] [--quick] [--no-progress] [--device D]
+    nado transfer SCENARIO.toml [--out DIR] [--twins DIR] [--quick] [--device D]
+    nado cascade  SCENARIO.toml [--out DIR] [--twins DIR] [--quick] [--device D]
 
 ``--out`` defaults to ``[run] out / [run] name``; trained weights go to
 ``OUT/networks/CONDITION/VARIANT.pt``, results to ``OUT/train.json``,
 ``OUT/transfer.json``, ``OUT/cascade.json``. ``--twins`` is a folder holding
 ``KIND-ode.pt`` / ``KIND-sde.pt``; without it the twins come from ``nado run``'s
-stage cache (collected and fitted through the bus when not cached yet). The scenario is read
+stage cache (collected and fitted through the bus when not cached yet). ``--device`` replaces
+``[run] device`` (see :mod:`nado.device`); the returned scenario carries the setting in use. The scenario is read
 by :mod:`nado.pipeline.scenario` and the task built by :mod:`nado.tasks.adapt`.
 """
 from __future__ import annotations
@@ -25,6 +26,14 @@ def add_common(p) -> None:
     p.add_argument("--twins", metavar="DIR", help="folder with KIND-ode.pt / KIND-sde.pt (default: nado run's stage cache)")
     p.add_argument("--quick", action="store_true", help="merge the scenario's [budget] tables (CI budget)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_device(p)
+
+
+def add_device(p) -> None:
+    """``--device auto|cpu|cuda|cuda:N``: replaces the scenario's ``[run] device``."""
+    p.add_argument("--device", metavar="DEVICE",
+                   help="torch device: auto (CUDA when available), cpu, cuda or cuda:N "
+                        "(default: the scenario's [run] device, auto)")
 
 
 def stage_command(sub, name: str, help: str, body) -> None:
@@ -53,20 +62,22 @@ def session(args):
     """
     import torch
 
-    from ..pipeline.run import Runner, open_rigs
+    from ..pipeline.run import Runner, open_rigs, with_device
     from ..pipeline.cache import StageCache
     from ..pipeline.scenario import load_scenario
+    from ..device import resolve_device
     from ..tasks.adapt import build_conditions
     from ..pipeline.stages import load_twins_dir
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
-    sc = load_scenario(args.scenario, quick=args.quick)
+    sc = with_device(load_scenario(args.scenario, quick=args.quick), args.device)
+    device = resolve_device(sc.run.device, "run.device")
     out = Path(args.out) if args.out else Path(sc.run.out) / sc.run.name
     out.mkdir(parents=True, exist_ok=True)
     config = sc.train_config(progress=not args.no_progress)
     conds = build_conditions(sc)
     with open_rigs(sc) as (_endpoint, clients):
         if args.twins:
-            twins = load_twins_dir(Path(args.twins), sc.kinds)
+            twins = load_twins_dir(Path(args.twins), sc.kinds, map_location=device)
         else:
             runner = Runner(sc, out, StageCache(Path(sc.run.cache)), progress=not args.no_progress)
             try:

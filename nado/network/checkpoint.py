@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ..device import module_device, resolve_device
 from ..errors import CheckpointError
 from ..io import write_bytes_atomic, write_json_atomic
 from .maps import PiSpec
@@ -43,8 +44,12 @@ def save_network(net, path: str | os.PathLike, *, meta: dict[str, Any] | None = 
     return path
 
 
-def load_network(path: str | os.PathLike, twins: Sequence | None = None):
-    """Rebuild a saved network (on ``twins``, one per hidden layer, for a network of twins)."""
+def load_network(path: str | os.PathLike, twins: Sequence | None = None, *,
+                 map_location: str | torch.device = "cpu"):
+    """Rebuild a saved network (on ``twins``, one per hidden layer, for a network of twins).
+
+    A network of twins is built on its twins' device; a software network on ``map_location``
+    (a device setting, :func:`nado.device.resolve_device`). Saved tensors are CPU tensors."""
     path = Path(path)
     js = path.with_suffix(".json")
     if not path.is_file() or not js.is_file():
@@ -56,12 +61,13 @@ def load_network(path: str | os.PathLike, twins: Sequence | None = None):
     lay = info["layout"]
     if lay["type"] == "software":
         net = SoftwareNetwork(lay["n_inputs"], lay["nodes"], lay["n_outputs"], kind=lay["kind"])
+        net.to(resolve_device(map_location, "map_location"))
     else:
         if twins is None or len(twins) != len(lay["nodes"]):
             raise CheckpointError(f"{path}: the network has {len(lay['nodes'])} hidden layers; give one twin each")
         net = Network(twins, lay["nodes"], lay["n_inputs"], lay["n_outputs"],
                       pi=[PiSpec.from_dict(p) for p in lay["pi"]], bias=lay["bias"])
-    state = torch.load(path, weights_only=True)
+    state = torch.load(path, map_location=module_device(net), weights_only=True)
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:

@@ -34,6 +34,7 @@ from typing import Sequence
 
 import torch
 
+from ..device import module_device
 from ..errors import ConfigError
 from .maps import DeviceMaps, PiSpec
 
@@ -57,7 +58,7 @@ class Network(torch.nn.Module):
     n_nodes: nodes per hidden layer. n_inputs / n_outputs: task widths.
     pi: one :class:`PiSpec` for all layers or one per layer. bias: add biases to
     every connection. init_gain: std of first-layer weights is
-    ``init_gain / sqrt(fan_in)``.
+    ``init_gain / sqrt(fan_in)``. The network is built on its (first) twin's device.
     """
 
     def __init__(self, twins: Sequence, n_nodes: Sequence[int], n_inputs: int, n_outputs: int, *,
@@ -94,6 +95,7 @@ class Network(torch.nn.Module):
                 self.biases.append(torch.nn.Parameter(torch.zeros(out)))
             if l < len(n_nodes):
                 fan_in = n * self.maps[l].features
+        self.to(module_device(self.twins[0]))    # the network computes where its twins live
 
     @property
     def n_layers(self) -> int:

@@ -43,13 +43,13 @@ class SoftwareNetwork(torch.nn.Module):
     def forward(self, x: torch.Tensor, *, noise: bool = True, generator=None,
                 x0: Sequence[torch.Tensor] | None = None) -> NetworkOutput:
         B, T = x.shape[:2]
-        z = x.to(self.out.weight.dtype)
+        z = x.to(self.out.weight.device, self.out.weight.dtype)
         acts, lasts = [], []
         for l, lin in enumerate(self.layers):
             drive = torch.tanh(lin(z))
             if self.kind == "leaky":
                 a = torch.sigmoid(self.leak[l])
-                h = x0[l] if x0 is not None else torch.zeros(B, self.n_nodes[l], dtype=z.dtype)
+                h = x0[l] if x0 is not None else z.new_zeros(B, self.n_nodes[l])
                 hs = []
                 for t in range(T):
                     h = (1 - a) * h + a * drive[:, t]

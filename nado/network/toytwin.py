@@ -52,7 +52,8 @@ class ToyTwin(torch.nn.Module):
         return torch.full((c.n_in,), c.input_lo), torch.full((c.n_in,), c.input_hi)
 
     def sample_initial(self, B: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.config.init_std * torch.randn(B, self.config.n_obs, generator=generator)
+        return self.config.init_std * torch.randn(B, self.config.n_obs, generator=generator,
+                                                 device=self.gain.device)
 
     def simulate(self, s: torch.Tensor, x0: torch.Tensor | None = None, *, noise: bool = True,
                  generator: torch.Generator | None = None) -> torch.Tensor:
@@ -66,6 +67,6 @@ class ToyTwin(torch.nn.Module):
         for t in range(T):
             y = y + c.rate * (drive[:, t] - y)
             if noisy:
-                y = y + c.noise_std * torch.randn(y.shape, generator=generator)
+                y = y + c.noise_std * torch.randn(y.shape, generator=generator, device=y.device)
             out.append(y)
         return torch.stack(out, dim=1)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..device import generator, module_device, resolve_device, to_device
 from ..errors import ConfigError
 from .config import TrainConfig
 from .data import TaskData, as_task_data, metrics
@@ -43,11 +44,14 @@ def train_network(twins_by_layer: Sequence, task_data: Any, config: TrainConfig 
 
 
 def train_software(task_data: Any, config: TrainConfig | dict | None = None, *, kind: str = "leaky",
-                   seed: int = 0) -> tuple[SoftwareNetwork, dict]:
-    """Train a static or leaky-integrator MLP of shape ``config.nodes`` on the same data."""
+                   seed: int = 0, device: str | torch.device | None = "auto"
+                   ) -> tuple[SoftwareNetwork, dict]:
+    """Train a static or leaky-integrator MLP of shape ``config.nodes`` on the same data, on
+    ``device`` (:func:`nado.device.resolve_device`)."""
     config = _config(config)
     task = as_task_data(task_data)
     net = SoftwareNetwork(task.n_inputs, config.nodes, task.n_outputs, kind=kind, seed=seed)
+    net.to(resolve_device(device))
     return net, fit(net, task, config, seed=seed)
 
 
@@ -92,15 +96,18 @@ def split_validation(task: TaskData, config: TrainConfig, seed: int) -> TaskData
 
 def predict(model, x: np.ndarray, *, noise: bool = True, seed: int = 0, batch_size: int = 512,
             keep_activities: bool = False) -> tuple[np.ndarray, list[np.ndarray] | None]:
-    """Run ``model`` on ``x`` ``(N, T, F)`` without gradients -> outputs ``(N, T, C)`` (+ activities)."""
-    gen = torch.Generator().manual_seed(int(seed))
+    """Run ``model`` on ``x`` ``(N, T, F)`` without gradients -> outputs ``(N, T, C)`` (+ activities).
+
+    Runs on the model's device; results come back as numpy arrays."""
+    device = module_device(model)
+    gen = generator(device, seed)
     outs, acts = [], []
     with torch.no_grad():
         for i in range(0, x.shape[0], batch_size):
-            r = model(torch.as_tensor(x[i:i + batch_size], dtype=torch.float32), noise=noise, generator=gen)
-            outs.append(r.outputs.numpy())
+            r = model(to_device(x[i:i + batch_size], device), noise=noise, generator=gen)
+            outs.append(r.outputs.cpu().numpy())
             if keep_activities:
-                acts.append([a.numpy() for a in r.activities])
+                acts.append([a.cpu().numpy() for a in r.activities])
     if not keep_activities:
         return np.concatenate(outs), None
     return np.concatenate(outs), [np.concatenate([a[l] for a in acts]) for l in range(len(acts[0]))]
@@ -173,7 +180,8 @@ def _init_readout_bias(model, y: np.ndarray) -> None:
 
 
 def fit(model, task_data: Any, config: TrainConfig | dict | None = None, *, seed: int = 0) -> dict:
-    """Train ``model``'s trainable parameters with Adam; return the history dict."""
+    """Train ``model``'s trainable parameters with Adam on the model's device (batches are copied
+    there as they are drawn, see :func:`nado.device.to_device`); return the history dict."""
     config = _config(config)
     task = split_validation(as_task_data(task_data), config, seed)
     if config.max_train is not None and task.x_train.shape[0] > config.max_train:
@@ -184,7 +192,8 @@ def fit(model, task_data: Any, config: TrainConfig | dict | None = None, *, seed
         raise ConfigError(f"loss {kind!r} does not fit a {task.kind} task")
     torch.manual_seed(int(seed))
     rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(int(seed) + 1)
+    device = module_device(model)
+    gen = generator(device, int(seed) + 1)
     if task.kind == "regression":
         _init_readout_bias(model, task.y_train)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -204,32 +213,31 @@ def fit(model, task_data: Any, config: TrainConfig | dict | None = None, *, seed
         for xb, yb, xburn, steps, wash in _batches(task, config, rng, kind):
             if xburn is not None and isinstance(model, Network):
                 burn = xburn.shape[1]
-                xs = torch.as_tensor(np.concatenate([xburn, xb], axis=1), dtype=torch.float32)
+                xs = to_device(np.concatenate([xburn, xb], axis=1), device)
                 out = model(xs, noise=config.noise, generator=gen, grad_from=burn).outputs[:, burn:]
             elif xburn is not None:          # software references: their state is all in last_obs
                 with torch.no_grad():
-                    x0 = model(torch.as_tensor(xburn, dtype=torch.float32), noise=config.noise,
+                    x0 = model(to_device(xburn, device), noise=config.noise,
                                generator=gen).last_obs
-                out = model(torch.as_tensor(xb, dtype=torch.float32), noise=config.noise, generator=gen,
+                out = model(to_device(xb, device), noise=config.noise, generator=gen,
                             x0=x0).outputs
             else:
-                out = model(torch.as_tensor(xb, dtype=torch.float32), noise=config.noise,
-                            generator=gen).outputs
-            yt = torch.as_tensor(yb, dtype=torch.float32 if kind == "mse" else torch.long)
+                out = model(to_device(xb, device), noise=config.noise, generator=gen).outputs
+            yt = to_device(yb, device, torch.float32 if kind == "mse" else torch.long)
             loss = task_loss(kind, out, yt, steps, wash)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if config.clip_norm:
                 torch.nn.utils.clip_grad_norm_(params, config.clip_norm)
             opt.step()
-            losses.append(float(loss.detach()))
+            losses.append(loss.detach())     # no per-step device sync: averaged once per epoch
         if sched is not None:
             sched.step()
         model.eval()
         val = evaluate(model, task, config, "val" if task.x_val is not None else "train", seed=seed + 7)
         score = _score(task, val)
         hist["epoch"].append(epoch)
-        hist["loss"].append(float(np.mean(losses)) if losses else float("nan"))
+        hist["loss"].append(float(torch.stack(losses).mean()) if losses else float("nan"))
         hist["val"].append(float(val[hist["val_metric"]]))
         hist["lr"].append(float(opt.param_groups[0]["lr"]))
         bar.set_postfix(loss=f"{hist['loss'][-1]:.4g}", val=f"{hist['val'][-1]:.4g}")

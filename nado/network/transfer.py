@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..device import module_device, to_device
 from ..errors import ConfigError
 from .config import TrainConfig
 from .data import TaskData, as_task_data, metrics
@@ -68,7 +69,8 @@ def transfer_layer(network: Network, l: int, client, z_prev: np.ndarray, *, seed
     N, T = z_prev.shape[:2]
     n = network.n_nodes[l]
     with torch.no_grad():
-        s = network.layer_inputs(l, torch.as_tensor(z_prev, dtype=torch.float32)).double().numpy()
+        dev = module_device(network)
+        s = network.layer_inputs(l, to_device(np.asarray(z_prev, np.float32), dev)).double().cpu().numpy()
     flat = np.clip(s.transpose(0, 2, 1, 3).reshape(N * n, T, -1), lo, hi)
     step = flat.shape[0] if not max_batch else int(max_batch)
     outs, inits, drives, inst = [], [], 0, 0.0
@@ -80,8 +82,7 @@ def transfer_layer(network: Network, l: int, client, z_prev: np.ndarray, *, seed
         inst += float(r.instrument_s)
     obs, init = np.concatenate(outs), np.concatenate(inits)
     with torch.no_grad():
-        z = network.layer_activities(l, torch.as_tensor(obs, dtype=torch.float32),
-                                     torch.as_tensor(init, dtype=torch.float32), N).numpy()
+        z = network.layer_activities(l, to_device(obs, dev), to_device(init, dev), N).cpu().numpy()
     return z, s, obs.reshape(N, n, T, -1).astype(np.float32), drives, inst
 
 
@@ -108,7 +109,7 @@ def transfer(network: Network, clients_by_layer: Sequence, x: np.ndarray, *, see
         res.drives.append(nd)
         res.instrument_s += inst
     with torch.no_grad():
-        res.outputs = network.readout(torch.as_tensor(z, dtype=torch.float32)).numpy()
+        res.outputs = network.readout(to_device(z, module_device(network))).cpu().numpy()
     return res
 
 

@@ -60,6 +60,7 @@ class Job:
     clients: Sequence | None = None
     seed: int = 0
     trained: Mapping[str, "Trained"] = field(default_factory=dict)
+    device: Any = "cpu"     # where software references compute (networks of twins: their twins' device)
 
     @property
     def data(self):
@@ -218,7 +219,7 @@ def _train_cascade(job: Job) -> Trained:
 
 def _software(name: str, kind: str) -> Variant:
     def train(job: Job) -> Trained:
-        net, hist = train_software(job.data, job.config, kind=kind, seed=job.seed)
+        net, hist = train_software(job.data, job.config, kind=kind, seed=job.seed, device=job.device)
         return Trained(net, hist, job.config)
 
     def measure(trained: Trained, job: Job, task: Any, seed: int) -> dict:

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ..device import check_device_spec
 from ..errors import ConfigError
 
 TASK_KINDS = ("digits", "mnist", "mnist5k", "mackey_glass", "emg")
@@ -39,6 +40,7 @@ class RunSection:
     seed: int = 0
     out: str = "runs"
     cache: str = ".nado-cache"
+    device: str = "auto"          # "auto" | "cpu" | "cuda" | "cuda:N" (nado.device)
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,8 @@ def _run(t: dict) -> RunSection:
     return RunSection(name=_str(t.get("name", d.name), "run.name"),
                       seed=_int(t.get("seed", d.seed), "run.seed", 0),
                       out=_str(t.get("out", d.out), "run.out"),
-                      cache=_str(t.get("cache", d.cache), "run.cache"))
+                      cache=_str(t.get("cache", d.cache), "run.cache"),
+                      device=check_device_spec(t.get("device", d.device), "run.device"))
 
 
 def _station(t: dict) -> StationSection:

@@ -59,7 +59,7 @@ def run_networks(runner, conditions, clients) -> None:
 # ---------------------------------------------------------------------- the variant loop
 def _job(runner, cond, cfg, layers, clients) -> Job:
     twins = {k: _twins(runner, k, layers) for k in ("sde", "ode")}
-    return Job(cond, cfg, twins, [clients[k] for k in layers], runner.seed)
+    return Job(cond, cfg, twins, [clients[k] for k in layers], runner.seed, device=runner.device)
 
 
 def _twins(runner, kind: str, layers) -> list | None:
@@ -125,11 +125,11 @@ def _train_net(runner, v: str, tag: str, cond, job: Job, layers) -> tuple[Traine
     d, done = runner.cache.lookup(f"train-{tag}", inputs)
     if not done:
         t = train_variant(v, job)
-        torch.save(t.model.state_dict(), d / "weights.pt")
+        torch.save({k: v.cpu() for k, v in t.model.state_dict().items()}, d / "weights.pt")
         write_json_atomic(d / "history.json", t.history)
         runner.cache.finish(d)
     net = _build(job.twins[spec.twins], cfg, cond.data, runner.seed)
-    net.load_state_dict(torch.load(d / "weights.pt", weights_only=True))
+    net.load_state_dict(torch.load(d / "weights.pt", map_location=runner.device, weights_only=True))
     return Trained(net, _read(d / "history.json"), cfg), d.name
 
 

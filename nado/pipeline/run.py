@@ -27,11 +27,13 @@ import platform
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+from ..device import check_device_spec, resolve_device
 from ..errors import ConfigError
 from ..io import write_bytes_atomic, write_json_atomic
 from .cache import StageCache, code_digest
@@ -40,14 +42,14 @@ from .scenario import Scenario, dump_toml, load_scenario
 
 def run_scenario(path: str | Path, out: str | Path | None = None, fresh: bool = False,
                  quick: bool = False, *, cache_dir: str | Path | None = None,
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool = True, device: str | None = None) -> dict[str, Any]:
     """Run the scenario at ``path``; return the results dict (also written to ``OUT/results.json``).
 
     ``out``: the run folder (default ``run.out/run.name``, relative to the working directory);
     ``fresh``: ignore cached stages; ``quick``: merge the scenario's ``[budget]`` tables first;
-    ``cache_dir``: the stage cache (default ``run.cache``).
+    ``cache_dir``: the stage cache (default ``run.cache``); ``device``: replaces ``[run] device``.
     """
-    sc = load_scenario(path, quick=quick)
+    sc = with_device(load_scenario(path, quick=quick), device)
     run_dir = Path(out) if out is not None else Path(sc.run.out) / sc.run.name
     cache = StageCache(Path(cache_dir) if cache_dir is not None else Path(sc.run.cache), fresh=fresh)
     return Runner(sc, run_dir, cache, progress=progress).run()
@@ -59,10 +61,12 @@ class Runner:
     def __init__(self, sc: Scenario, run_dir: Path, cache: StageCache, *, progress: bool = True):
         self.sc, self.run_dir, self.cache, self.progress = sc, Path(run_dir), cache, progress
         self.seed = sc.run.seed
+        self.device = resolve_device(sc.run.device, "run.device")   # fails here, before any work
         self.results: dict[str, Any] = {
             "scenario": sc.to_dict(), "quick": sc.quick, "rigs": {}, "twins": {}, "networks": {},
             "conditions": {}, "timing": {}, "instrument_s": {}, "versions": versions(),
-            "seeds": {"run": self.seed}, "cache": {}}
+            "seeds": {"run": self.seed}, "cache": {},
+            "device": str(self.device)}
         self.datasets: dict[str, Any] = {}
         self.twins: dict[str, dict[str, Any]] = {}
         self.keys: dict[str, str] = {}
@@ -205,14 +209,14 @@ class Runner:
 
         def fit_ode_twin():
             return fit_ode(train, config_from_dataset(train, "ode", **ode_arch), seed=self.seed,
-                           progress=self.progress, **sc.twins.ode)
+                           progress=self.progress, device=self.device, **sc.twins.ode)
 
         def fit_sde_twin():
             oc = out["ode"].config
             cfg = config_from_dataset(train, "sde", **{**sde_arch, "n_delay": oc.n_delay,
                                                        "width": oc.width, "depth": oc.depth})
             return fit_sde(train, out["ode"], cfg, seed=self.seed, progress=self.progress,
-                           **sc.twins.sde)
+                           device=self.device, **sc.twins.sde)
 
         stages = (("ode", {"data": data_key, "arch": ode_arch, "fit": sc.twins.ode}, fit_ode_twin),
                   ("sde", None, fit_sde_twin))
@@ -227,7 +231,7 @@ class Runner:
                     save_twin(twin, d / "twin.pt")
                     write_json_atomic(d / "history.json", h)
                     self.cache.finish(d)
-                out[twin_kind] = load_twin(d / "twin.pt")
+                out[twin_kind] = load_twin(d / "twin.pt", map_location=self.device)
                 hist[twin_kind] = _read_json(d / "history.json")
                 self.keys[f"{twin_kind}.{kind}"] = d.name
         self.results.setdefault("twin_fits", {})[kind] = {
@@ -237,6 +241,14 @@ class Runner:
 
 
 # ---------------------------------------------------------------------- helpers
+def with_device(sc: Scenario, device: str | None) -> Scenario:
+    """The scenario with ``device`` (``--device``, when given) as its ``[run] device``, checked
+    (:func:`nado.device.check_device_spec`)."""
+    if device is None:
+        return sc
+    return replace(sc, run=replace(sc.run, device=check_device_spec(device, "--device")))
+
+
 @contextlib.contextmanager
 def open_rigs(sc: Scenario) -> Iterator[tuple[str | None, dict[str, Any]]]:
     """Start (or attach to) the station; yield ``(endpoint, {kind: client})``; close all after.

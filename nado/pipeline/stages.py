@@ -24,8 +24,9 @@ from ..network.data import as_task_data
 from ..network.variants import Job, Trained, get, measure_variant, train_variant
 
 
-def load_twins_dir(folder: str | Path, kinds: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """``{kind: {"ode": Twin, "sde": Twin}}`` from ``folder/KIND-{ode,sde}.pt`` (missing ones omitted)."""
+def load_twins_dir(folder: str | Path, kinds: Sequence[str], *, map_location="cpu") -> dict[str, dict[str, Any]]:
+    """``{kind: {"ode": Twin, "sde": Twin}}`` from ``folder/KIND-{ode,sde}.pt`` (missing ones omitted),
+    built on the device ``map_location``."""
     from ..twin.checkpoint import load_twin
     folder = Path(folder)
     if not folder.is_dir():
@@ -36,7 +37,7 @@ def load_twins_dir(folder: str | Path, kinds: Sequence[str]) -> dict[str, dict[s
         for v in ("ode", "sde"):
             p = folder / f"{k}-{v}.pt"
             if p.is_file():
-                out.setdefault(k, {})[v] = load_twin(p)
+                out.setdefault(k, {})[v] = load_twin(p, map_location=map_location)
         if k not in out:
             raise ConfigError(f"no twin for device kind {k!r} in {folder} (expected {k}-ode.pt / {k}-sde.pt)")
     return out
@@ -54,17 +55,18 @@ def clients_by_layer(clients: dict, layers: Sequence[str]) -> list:
     return [clients[k] for k in layers]
 
 
-def _job(cond, twins: dict, layers: Sequence[str], config: TrainConfig, clients, seed: int) -> Job:
-    return Job(cond, config, {k: twins_by_layer(twins, layers, k) for k in ("sde", "ode")}, clients, seed)
+def _job(cond, twins: dict, layers: Sequence[str], config: TrainConfig, clients, seed: int, device="cpu") -> Job:
+    return Job(cond, config, {k: twins_by_layer(twins, layers, k) for k in ("sde", "ode")}, clients, seed,
+               device=device)
 
 
 def train_stage(cond, twins: dict, layers: Sequence[str], config: TrainConfig, variants: Sequence[str],
-                out_dir: Path, *, seed: int = 0) -> dict[str, Any]:
+                out_dir: Path, *, seed: int = 0, device="cpu") -> dict[str, Any]:
     """Train the network and software variants of one condition; save them under ``out_dir``.
 
     Variants whose twins are missing, that train on the rigs (``cascade``) or have no training
     of their own (baselines) are skipped. ``{variant: {sim, history}}``."""
-    job = _job(cond, twins, layers, config, None, seed)
+    job = _job(cond, twins, layers, config, None, seed, device)
     res: dict[str, Any] = {}
     for v in variants:
         spec = get(v)
@@ -78,11 +80,11 @@ def train_stage(cond, twins: dict, layers: Sequence[str], config: TrainConfig, v
 
 
 def transfer_stage(cond, twins: dict, layers: Sequence[str], config: TrainConfig, variants: Sequence[str],
-                   clients: list, net_dir: Path, *, seed: int = 0) -> dict[str, Any]:
+                   clients: list, net_dir: Path, *, seed: int = 0, device="cpu") -> dict[str, Any]:
     """Measure the saved networks of one condition on the rigs (software ones in simulation) and
     add the baselines (``rc``, ``rc1``, from the ``sde`` network, else ``ode``). ``{variant: {sim,
     transfer, ...}}``: the numbers ``nado run`` reports for the same scenario and seed."""
-    job = _job(cond, twins, layers, config, clients, seed)
+    job = _job(cond, twins, layers, config, clients, seed, device)
     trained: dict[str, Trained] = {}
     for v in variants:
         spec, p = get(v), net_dir / f"{v}.pt"
@@ -91,7 +93,7 @@ def transfer_stage(cond, twins: dict, layers: Sequence[str], config: TrainConfig
         tw = job.twins[spec.twins] if spec.kind == "network" else None
         if spec.kind == "network" and tw is None:
             continue
-        net, meta = load_network(p, tw)
+        net, meta = load_network(p, tw, map_location=device)
         trained[v] = Trained(net, {}, TrainConfig.from_dict(meta.get("config") or {}, progress=config.progress))
     job = replace(job, trained=trained)
     res: dict[str, Any] = {}

@@ -55,10 +55,10 @@ def _layout(p: Packed, n_in: int, n_aux: int):
     return n, nd, d, k, k + n_aux
 
 
-def _y_rows(n: int, nd: int) -> Tensor:
+def _y_rows(n: int, nd: int, device: torch.device) -> Tensor:
     """Index into the embed order ``(z(t), z(t-1), ...)`` for each stored column (reversed
-    blocks: ``z(t-nd) ... z(t)``)."""
-    blocks = [torch.arange(j * n, (j + 1) * n) for j in range(nd, -1, -1)]
+    blocks: ``z(t-nd) ... z(t)``), created on ``device``."""
+    blocks = [torch.arange(j * n, (j + 1) * n, device=device) for j in range(nd, -1, -1)]
     return torch.cat(blocks)
 
 
@@ -66,7 +66,7 @@ def _weights(p: Packed, n_in: int, with_g: bool):
     """Per-call weight arrangement (differentiable w.r.t. the packed weights)."""
     n_aux = p.tau_inv.shape[0] if with_g else 0
     n, nd, d, k, c = _layout(p, n_in, n_aux)
-    rows = _y_rows(n, nd).to(p.f_first[0].device)
+    rows = _y_rows(n, nd, p.f_first[0].device)
     h = 1.0                                         # substeps == 1
 
     def first(fst):
@@ -132,7 +132,7 @@ def integrate_fast(p: Packed, u: Tensor, y0: Tensor, dw: Tensor | None) -> Tenso
     with_g = dw is not None and p.g_out is not None
     bsz, steps, n_in = u.shape
     w1, hidden, wo, bo, m, (n, nd, d, k, c, zc) = _weights(p, n_in, with_g)
-    rows = _y_rows(n, nd).to(y0.device)
+    rows = _y_rows(n, nd, y0.device)
     parts = [u[:, 0], y0.new_ones(bsz, 1), y0[:, rows]]
     if with_g:
         parts.append(y0.new_zeros(bsz, c - k))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from nado.device import resolve_device
 from nado.errors import CheckpointError, ConfigError
 from nado.io import write_json_atomic
 from nado.twin.config import CONFIG_VERSION, TwinConfig
@@ -51,9 +52,13 @@ def save_twin(twin: Twin, path: str | os.PathLike, *, extra: dict | None = None)
     return path
 
 
-def load_twin(path: str | os.PathLike, *, map_location: str = "cpu") -> Twin:
-    """Rebuild a :class:`Twin` from ``path`` and its JSON; raises CheckpointError on mismatch."""
+def load_twin(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> Twin:
+    """Rebuild a :class:`Twin` from ``path`` and its JSON; raises CheckpointError on mismatch.
+
+    ``map_location``: the device the twin is built on (a device setting, see
+    :func:`nado.device.resolve_device`); checkpoints hold CPU tensors and load on any device."""
     path = Path(path)
+    device = resolve_device(map_location, "map_location")
     meta_path = config_path(path)
     for p in (path, meta_path):
         if not p.is_file():
@@ -74,12 +79,12 @@ def load_twin(path: str | os.PathLike, *, map_location: str = "cpu") -> Twin:
     except (ConfigError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{meta_path}: invalid twin config: {exc}") from exc
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or foreign files
         raise CheckpointError(f"{path}: cannot read the state_dict ({exc}); refit the twin") from exc
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a state_dict, found {type(state).__name__}")
-    twin = Twin(config)
+    twin = Twin(config).to(device)
     expected = twin.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -40,7 +40,8 @@ class Windows:
     """Normalised dynamics sequences and random windows of them for multiple shooting."""
 
     def __init__(self, twin, inputs: np.ndarray, outputs: np.ndarray, initial: np.ndarray):
-        to = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+        device = twin.obs_mean.device          # the data live where the twin computes
+        to = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32, device=device)  # noqa: E731
         with torch.no_grad():
             self.u = twin.normalise_inputs(to(inputs))                   # (N, T, n_in)
             full = torch.cat([to(initial)[:, None], to(outputs)], 1)     # (N, T+1, n_obs)
@@ -52,17 +53,18 @@ class Windows:
 
     def embedded(self, idx: Tensor, t0: Tensor) -> Tensor:
         """Embedded state before input ``t0``: (len(idx), n_obs * (n_delay + 1))."""
-        cols = t0[:, None] + self.n_delay - torch.arange(self.n_delay + 1)[None]   # (B, D+1)
+        cols = t0[:, None] + self.n_delay - torch.arange(self.n_delay + 1, device=t0.device)[None]
         return self.zpad[idx[:, None], cols].flatten(1)
 
     def window(self, idx: Tensor, t0: Tensor, length: int) -> tuple[Tensor, Tensor, Tensor]:
         """(u (B, W, n_in), y0 (B, D), target z (B, W, n_obs)) for windows starting at ``t0``."""
-        steps = torch.arange(length)[None] + t0[:, None]
+        steps = torch.arange(length, device=t0.device)[None] + t0[:, None]
         u = self.u[idx[:, None], steps]
         target = self.zpad[idx[:, None], steps + self.n_delay + 1]
         return u, self.embedded(idx, t0), target
 
     def sample(self, batch: int, length: int, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-        idx = torch.randint(0, self.n, (batch,), generator=gen)
-        t0 = torch.randint(0, self.steps - length + 1, (batch,), generator=gen)
+        dev = gen.device           # a generator on the data's device keeps the draws there
+        idx = torch.randint(0, self.n, (batch,), generator=gen, device=dev)
+        t0 = torch.randint(0, self.steps - length + 1, (batch,), generator=gen, device=dev)
         return self.window(idx, t0, length)

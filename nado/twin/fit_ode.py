@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from nado.errors import ConfigError, DatasetError
+from nado.device import generator, resolve_device
 from nado.twin.config import TwinConfig
 from nado.twin.integrate import integrate
 from nado.twin.data import Windows, chunk_long, split_indices
@@ -43,8 +44,8 @@ def _from_embedded(twin: Twin, u: torch.Tensor, y0: torch.Tensor, dw=None) -> to
 @torch.enable_grad()           # fitting works even when called under torch.no_grad()
 def fit_ode(dataset, config: TwinConfig | None = None, *, seed: int = 0, epochs: int = 60,
             window: int | None = None, batch: int = 512, iters_per_epoch: int | None = None,
-            lr: float = 1e-2, val_fraction: float = 0.1, progress: bool = True
-            ) -> tuple[Twin, dict[str, Any]]:
+            lr: float = 1e-2, val_fraction: float = 0.1, progress: bool = True,
+            device: str | torch.device | None = "auto") -> tuple[Twin, dict[str, Any]]:
     """Fit a neural-ODE twin to ``dataset`` (a :class:`nado.data.dataset.Dataset`).
 
     config: architecture (None = ``config_from_dataset(dataset, "ode")``: n_delay 5, width 64,
@@ -53,7 +54,10 @@ def fit_ode(dataset, config: TwinConfig | None = None, *, seed: int = 0, epochs:
     iters_per_epoch: None = one pass over the training sequences (N_train / batch, at least 20).
     Returns ``(twin, history)``; history has ``train_loss``/``val_loss`` per epoch (normalised
     MSE), ``best_epoch``, ``val_nrmse`` (RMSE / std of the held-out observables), ``seconds``.
+    device: where to fit (:func:`nado.device.resolve_device`); the twin is returned on it, and
+    the windows are drawn there (a CPU and a GPU fit draw different windows).
     """
+    device = resolve_device(device)
     _check(dataset)
     t_start = time.perf_counter()
     if config is None:
@@ -65,10 +69,10 @@ def fit_ode(dataset, config: TwinConfig | None = None, *, seed: int = 0, epochs:
         config = config.replace(input_lo=base.input_lo, input_hi=base.input_hi,
                                 obs_mean=base.obs_mean, obs_std=base.obs_std, n_reset=base.n_reset)
     rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
+    gen = generator(device, seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        twin = Twin(config, reset_samples_from_dataset(dataset, config.n_reset, seed))
+        twin = Twin(config, reset_samples_from_dataset(dataset, config.n_reset, seed)).to(device)
 
     steps = dataset.dynamics_inputs.shape[1]
     window = min(steps, 50) if window is None else int(window)
@@ -80,7 +84,7 @@ def fit_ode(dataset, config: TwinConfig | None = None, *, seed: int = 0, epochs:
     train_idx, val_idx = split_indices(len(ins), val_fraction, rng)
     win_train = Windows(twin, ins[train_idx], outs[train_idx], init[train_idx])
     win_val = Windows(twin, ins[val_idx], outs[val_idx], init[val_idx])
-    val_all = torch.arange(win_val.n)
+    val_all = torch.arange(win_val.n, device=device)
     if iters_per_epoch is None:
         iters_per_epoch = max(20, len(train_idx) // batch)
 

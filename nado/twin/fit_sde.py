@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from nado.errors import ConfigError, DatasetError
+from nado.device import generator, resolve_device, to_device
 from nado.twin.config import TwinConfig
 from nado.twin.data import split_indices
 from nado.twin.fit_ode import fit_ode
@@ -100,13 +101,16 @@ def fit_sde(dataset, ode_twin: Twin | None = None, config: TwinConfig | None = N
             group: int = 8, max_repeats: int = 32, lr: float = 3e-3, critic_lr: float = 1e-3,
             gp_weight: float = 10.0, generator_loss: str = "features", moment_weight: float = 1.0,
             fit_drift: bool = False, val_fraction: float = 0.2, eval_every: int = 25,
-            progress: bool = True) -> tuple[Twin, dict[str, Any]]:
+            progress: bool = True, device: str | torch.device | None = "auto"
+            ) -> tuple[Twin, dict[str, Any]]:
     """Fit a neural-SDE twin to ``dataset``'s repeats set; see the module docstring.
 
     Returns ``(twin, history)``; history: ``warm_loss``, ``critic_loss``, ``gen_loss`` per
     iteration, ``val`` (list of ``{iter, w1, std_ratio}``, normalised units), ``best``,
-    ``seconds`` and, when the ODE was fitted here, ``ode`` (its history).
+    ``seconds`` and, when the ODE was fitted here, ``ode`` (its history). ``device``: where to
+    fit (:func:`nado.device.resolve_device`); the twin is returned on it.
     """
+    device = resolve_device(device)
     t_start = time.perf_counter()
     if generator_loss not in ("features", "adversarial"):
         raise ConfigError(f"generator_loss must be 'features' or 'adversarial', got {generator_loss!r}")
@@ -116,19 +120,19 @@ def fit_sde(dataset, ode_twin: Twin | None = None, config: TwinConfig | None = N
                            f"got shape {reps.shape}; collect one with `nado collect --repeats M R`")
     history: dict[str, Any] = {"warm_loss": [], "critic_loss": [], "gen_loss": [], "val": []}
     if ode_twin is None:
-        ode_twin, history["ode"] = fit_ode(dataset, seed=seed, progress=progress)
+        ode_twin, history["ode"] = fit_ode(dataset, seed=seed, progress=progress, device=device)
     config = _sde_config(ode_twin, config, dataset)
     rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
+    gen = generator(device, seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        twin = Twin(config, reset_samples_from_dataset(dataset, config.n_reset, seed))
-        critic = Critic(reps.shape[2], config.n_in, config.n_obs)
+        twin = Twin(config, reset_samples_from_dataset(dataset, config.n_reset, seed)).to(device)
+        critic = Critic(reps.shape[2], config.n_in, config.n_obs).to(device)
     twin.f.load_state_dict(ode_twin.f.state_dict())
     for p in twin.f.parameters():
         p.requires_grad_(fit_drift)
 
-    to = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+    to = lambda a: to_device(np.asarray(a), device)  # noqa: E731
     with torch.no_grad():
         u_all = twin.normalise_inputs(to(dataset.repeats_inputs))         # (M, T, n_in)
         z_all = twin.normalise_obs(to(reps))                              # (M, R, T, n)
@@ -144,9 +148,9 @@ def fit_sde(dataset, ode_twin: Twin | None = None, config: TwinConfig | None = N
                          substeps=config.substeps, dw=dw)
 
     def batch() -> tuple[Tensor, Tensor, Tensor]:
-        seqs = torch.as_tensor(rng.choice(train_idx, group, replace=False))
+        seqs = torch.as_tensor(rng.choice(train_idx, group, replace=False), device=device)
         reps_ = torch.as_tensor(np.stack([rng.choice(n_rep, r_batch, replace=False)
-                                          for _ in range(group)]))
+                                          for _ in range(group)]), device=device)
         u = u_all[seqs].repeat_interleave(r_batch, 0)
         z0 = z0_all[seqs[:, None], reps_].flatten(0, 1)
         real = z_all[seqs[:, None], reps_].flatten(0, 1)
@@ -158,7 +162,7 @@ def fit_sde(dataset, ode_twin: Twin | None = None, config: TwinConfig | None = N
 
     def validate(it: int, phase: str) -> float:
         with torch.no_grad():
-            fake = simulate(val_u, val_z0, torch.Generator().manual_seed(seed + 1))
+            fake = simulate(val_u, val_z0, generator(device, seed + 1))
             fake = fake.view(len(val_idx), n_rep, *fake.shape[1:])
             w1, ratio = float(w1_marginal(val_real, fake)), float(std_ratio(val_real, fake))
         history["val"].append({"iter": it, "phase": phase, "w1": w1, "std_ratio": ratio})
@@ -199,7 +203,7 @@ def fit_sde(dataset, ode_twin: Twin | None = None, config: TwinConfig | None = N
         with torch.no_grad():
             fake = simulate(u, z0, gen)
         for _ in range(critic_iters):       # critic: WGAN loss + gradient penalty
-            eps = torch.rand(real.shape[0], 1, 1, generator=gen)
+            eps = torch.rand(real.shape[0], 1, 1, generator=gen, device=device)
             mix = (eps * real + (1 - eps) * fake).requires_grad_(True)
             score_mix, _ = critic(u, z0, mix)
             grad, = torch.autograd.grad(score_mix.sum(), mix, create_graph=True)

@@ -16,7 +16,7 @@ def w1_marginal(real: Tensor, fake: Tensor) -> Tensor:
     ``max(R, R')`` quantiles (exact when R == R').
     """
     q = max(real.shape[1], fake.shape[1])
-    levels = (torch.arange(q, dtype=real.dtype) + 0.5) / q
+    levels = (torch.arange(q, dtype=real.dtype, device=real.device) + 0.5) / q
     qr = torch.quantile(real.transpose(1, -1), levels.to(real.dtype), dim=-1, interpolation="lower") \
         if real.shape[1] != q else real.sort(1).values.transpose(1, -1).movedim(-1, 0)
     qf = torch.quantile(fake.transpose(1, -1), levels.to(fake.dtype), dim=-1, interpolation="lower") \

@@ -137,19 +137,19 @@ class Twin(nn.Module):
         deterministic path. Differentiable w.r.t. ``s`` (and ``x0``).
         """
         c = self.config
-        dtype = self.obs_mean.dtype
+        dtype, device = self.obs_mean.dtype, self.obs_mean.device
         if not torch.is_tensor(s):
-            s = torch.as_tensor(np.asarray(s), dtype=dtype)
-        elif s.dtype != dtype:
-            s = s.to(dtype)          # differentiable cast: gradients still reach the caller's s
+            s = torch.as_tensor(np.asarray(s), dtype=dtype, device=device)
+        elif s.dtype != dtype or s.device != device:
+            s = s.to(device, dtype)  # differentiable: gradients still reach the caller's s
         if s.dim() != 3 or s.shape[-1] != c.n_in:
             raise ConfigError(f"simulate needs s of shape (B, T, {c.n_in}); got {tuple(s.shape)}")
         if x0 is None:
             x0 = self.sample_initial(s.shape[0], generator=generator).to(s.dtype)
         elif not torch.is_tensor(x0):
-            x0 = torch.as_tensor(np.asarray(x0), dtype=s.dtype)
+            x0 = torch.as_tensor(np.asarray(x0), dtype=s.dtype, device=device)
         else:
-            x0 = x0.to(s.dtype)
+            x0 = x0.to(device, s.dtype)
         if x0.shape != (s.shape[0], c.n_obs):
             raise ConfigError(f"x0 must have shape (B, n_obs) = ({s.shape[0]}, {c.n_obs}); "
                               f"got {tuple(x0.shape)}")

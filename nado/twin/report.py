@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ..data.dataset import Dataset, split_dataset
+from ..device import generator, to_device
 from ..errors import ConfigError, DatasetError
 from ..io import write_json_atomic
 from .report_metrics import (channel_scales, default_horizons, nrmse_by_horizon, per_step,
@@ -61,13 +62,14 @@ def simulate_repeats(twin, inputs: np.ndarray, initial: np.ndarray, *, samples: 
 
 
 def _simulate(twin, s: np.ndarray, x0: np.ndarray, *, seed: int, noise: bool) -> np.ndarray:
-    gen = torch.Generator().manual_seed(int(seed))
+    device = twin.obs_mean.device
+    gen = generator(device, seed)
     out = []
     with torch.no_grad():
         for i in range(0, len(s), _MAX_BATCH):
-            out.append(twin.simulate(torch.as_tensor(s[i:i + _MAX_BATCH], dtype=torch.float32),
-                                     torch.as_tensor(x0[i:i + _MAX_BATCH], dtype=torch.float32),
-                                     noise=noise, generator=gen).double().numpy())
+            out.append(twin.simulate(to_device(s[i:i + _MAX_BATCH], device),
+                                     to_device(x0[i:i + _MAX_BATCH], device),
+                                     noise=noise, generator=gen).double().cpu().numpy())
     return np.concatenate(out, axis=0)
 
 

@@ -7,7 +7,8 @@ The dataset's test split (``nado.data.dataset.split_indices`` with ``--split-see
 is held out: fitting sees only the train and validation rows, and the twin
 report later scores the test rows. The checkpoint's JSON records the rig's
 description (so ``backend = "sde"`` can serve it), the dataset path, the split
-seed, the ODE checkpoint an SDE was built on, and the fit's summary.
+seed, the ODE checkpoint an SDE was built on, and the fit's summary. ``--device`` picks the
+torch device (default auto: CUDA when available); the checkpoint loads on any device.
 """
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ def register(sub) -> None:
     p.add_argument("--depth", type=int, help="MLP hidden layers (default 2)")
     p.add_argument("--method", help="integration scheme: euler|rk4 (ode), euler|heun (sde)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from .._stage import add_device
+    add_device(p)
     p.set_defaults(func=run)
 
 
@@ -46,6 +49,7 @@ def run(args) -> int:
     import torch
 
     from ...data.dataset import load_dataset, without_test
+    from ...device import resolve_device
     from ...errors import ConfigError
     from ...twin import config_from_dataset
     from ...twin.checkpoint import load_twin, save_twin
@@ -53,6 +57,7 @@ def run(args) -> int:
     from ...twin.fit_sde import fit_sde
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
+    device = resolve_device(args.device or "auto", "--device")
     ds = load_dataset(args.dataset)
     fit_part = without_test(ds, seed=args.split_seed)
     overrides = {k: v for k, v in (("n_delay", args.n_delay), ("width", args.width),
@@ -65,17 +70,18 @@ def run(args) -> int:
     if args.kind == "ode":
         config = config_from_dataset(fit_part, "ode", **overrides) if overrides else None
         twin, history = fit_ode(fit_part, config, seed=args.seed, epochs=args.epochs,
-                                window=args.window, progress=progress)
+                                window=args.window, progress=progress, device=device)
     else:
         ode = None
         if args.ode:
-            ode = load_twin(args.ode)
+            ode = load_twin(args.ode, map_location=device)
             if ode.config.kind != "ode":
                 raise ConfigError(f"--ode {args.ode} is a {ode.config.kind} twin; pass an ODE twin")
             extra["ode_checkpoint"] = str(Path(args.ode).resolve())
         config = config_from_dataset(fit_part, "sde", **overrides) if overrides else None
         twin, history = fit_sde(fit_part, ode, config, seed=args.seed, warm_iters=args.warm_iters,
-                                gan_iters=args.gan_iters, fit_drift=args.fit_drift, progress=progress)
+                                gan_iters=args.gan_iters, fit_drift=args.fit_drift, progress=progress,
+                                device=device)
     extra["fit"] = _scalars(history)
     save_twin(twin, args.out, extra=extra)
     print(f"wrote {args.out} ({args.kind} twin; fit {extra['fit']})", file=sys.stderr)

@@ -13,19 +13,22 @@ def register(sub) -> None:
     p.add_argument("--cache", metavar="DIR", help="stage cache folder (default: run.cache)")
     p.add_argument("--check", action="store_true", help="validate the scenario and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (stage lines still go to stderr)")
+    from .._stage import add_device
+    add_device(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     if args.check:
         from ...pipeline.scenario import load_scenario
-        sc = load_scenario(args.scenario, quick=args.quick)
+        from ...pipeline.run import with_device
+        sc = with_device(load_scenario(args.scenario, quick=args.quick), args.device)
         print(f"{args.scenario}: valid (task {sc.task.kind}, layers {list(sc.network.layers)}, "
               f"variants {list(sc.variants.names)})")
         return 0
     from ...pipeline.run import run_scenario
     res = run_scenario(args.scenario, out=args.out, fresh=args.fresh, quick=args.quick,
-                       cache_dir=args.cache, progress=not args.no_progress)
+                       cache_dir=args.cache, progress=not args.no_progress, device=args.device)
     nets = res.get("networks", {})
     for v, r in nets.items():
         s, t = r.get("sim") or {}, r.get("transfer") or {}

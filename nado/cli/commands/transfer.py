@@ -20,7 +20,7 @@ def _run(sc, conds, config, out, twins, clients) -> int:
     cl = clients_by_layer(clients, sc.network.layers)
     for cond in conds:
         res = transfer_stage(cond, twins, sc.network.layers, config, sc.variants.names, cl,
-                             out / "networks" / cond.name, seed=sc.run.seed)
+                             out / "networks" / cond.name, seed=sc.run.seed, device=sc.run.device)
         results[cond.name] = res
         print(f"{cond.name}:")
         for v, r in res.items():

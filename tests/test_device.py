@@ -1,0 +1,233 @@
+"""One device setting (nado.device): the resolver, ``[run] device`` / ``--device``, fits and
+training with an explicit CPU device, checkpoints loaded with ``map_location``, and (only where
+CUDA exists) CPU vs GPU results on the same seed."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nado.cli import main
+from nado.device import check_device_spec, resolve_device, to_device
+from nado.errors import ConfigError
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(),
+                          reason="needs a CUDA device (torch.cuda.is_available() is False here); "
+                                 "scripts/gpu-check.sh runs these checks on a GPU machine")
+
+
+# ---------------------------------------------------------------- the resolver
+def test_auto_picks_cuda_only_when_available(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device(None) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+
+
+def test_explicit_devices(monkeypatch):
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    assert resolve_device(" cpu ") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ConfigError, match=r"2 CUDA device\(s\)"):
+        resolve_device("cuda:2")
+
+
+def test_cuda_without_cuda_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for spec in ("cuda", "cuda:0"):
+        with pytest.raises(ConfigError, match="CUDA is not available") as err:
+            resolve_device(spec, "run.device")
+        assert "run.device" in str(err.value) and isinstance(err.value, ValueError)
+
+
+@pytest.mark.parametrize("spec", ["gpu", "cuda:", "cuda:x", "CPU0", "", 3, None])
+def test_bad_strings_name_the_setting(spec):
+    with pytest.raises(ConfigError, match="--device.*not a device"):
+        check_device_spec(spec, "--device")
+
+
+def test_to_device_keeps_cpu_data_without_copy():
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    t = to_device(a, torch.device("cpu"))
+    assert t.dtype == torch.float32 and t.data_ptr() == a.__array_interface__["data"][0]
+    assert to_device(a, torch.device("cpu"), torch.long).dtype == torch.long
+
+
+# ---------------------------------------------------------------- the scenario and the runner
+def _scenario(tmp_path, device):
+    from nado.pipeline.scenario import load_scenario
+    f = tmp_path / "s.toml"
+    f.write_text(f'[run]\ndevice = "{device}"\n[rigs]\nnra = "nra"\n[task]\nkind = "digits"\n'
+                 '[network]\nlayers = ["nra"]\nnodes = [4]\n')
+    return load_scenario(f)
+
+
+def test_run_device_in_scenarios(tmp_path, monkeypatch):
+    from nado.pipeline.cache import StageCache
+    from nado.pipeline.run import Runner, with_device
+    assert _scenario(tmp_path, "cpu").run.device == "cpu"
+    with pytest.raises(ConfigError, match="run.device"):
+        _scenario(tmp_path, "tpu")
+    sc = _scenario(tmp_path, "auto")
+    assert with_device(sc, "cpu").run.device == "cpu" and with_device(sc, None) is sc
+    with pytest.raises(ConfigError, match="--device"):
+        with_device(sc, "cuda:one")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cache = StageCache(tmp_path / "cache")
+    assert Runner(sc, tmp_path / "out", cache).device == torch.device("cpu")
+    with pytest.raises(ConfigError, match="run.device.*CUDA is not available"):
+        Runner(with_device(sc, "cuda"), tmp_path / "out", cache)     # before any stage runs
+
+
+def test_cli_rejects_a_bad_device(capsys):
+    assert main(["bench", "--only", "twin", "--device", "gpu"]) == 1
+    assert "--device = 'gpu' is not a device" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- explicit CPU everywhere
+def test_fits_with_an_explicit_cpu_device_match_the_default():
+    from nado.twin import fit_ode, fit_sde
+    from nado.twin.synthetic import make_dataset
+    data = make_dataset(sequences=60, noise=0.1, repeats=(6, 6), seed=3)
+    kw = dict(epochs=2, window=5, batch=32, progress=False)
+    a, ha = fit_ode(data, seed=1, device="cpu", **kw)
+    b, hb = fit_ode(data, seed=1, device=torch.device("cpu"), **kw)
+    assert ha["train_loss"] == hb["train_loss"]
+    assert all(p.device.type == "cpu" for p in a.parameters())
+    s, hs = fit_sde(data, a, seed=2, warm_iters=3, gan_iters=2, eval_every=2, progress=False,
+                    device="cpu")
+    assert s.g[0].weight.device.type == "cpu" and np.isfinite(hs["val"][-1]["w1"])
+
+
+def test_checkpoints_load_with_map_location(tmp_path):
+    from nado.twin import Twin, TwinConfig
+    from nado.twin.checkpoint import load_twin, save_twin
+    torch.manual_seed(0)
+    twin = Twin(TwinConfig(kind="sde", n_in=1, n_obs=1, n_delay=2, n_aux=2, width=8, depth=1,
+                           input_lo=(0.0,), input_hi=(80.0,)))
+    save_twin(twin, tmp_path / "t.pt")
+    s = torch.rand(5, 7, 1) * 80
+    want = twin.simulate(s, torch.zeros(5, 1), generator=torch.Generator().manual_seed(4))
+    for loc in ("cpu", torch.device("cpu"), "auto"):
+        back = load_twin(tmp_path / "t.pt", map_location=loc)
+        dev = resolve_device(loc)
+        assert back.obs_mean.device.type == dev.type
+        got = back.simulate(s, torch.zeros(5, 1), generator=torch.Generator(dev).manual_seed(4))
+        if dev.type == "cpu":
+            assert torch.equal(got, want)
+    with pytest.raises(ConfigError, match="map_location"):
+        load_twin(tmp_path / "t.pt", map_location="floppy")
+
+
+def test_network_checkpoint_loads_with_map_location(tmp_path):
+    from nado.network import TrainConfig, train_software
+    from nado.network.checkpoint import load_network, save_network
+    from nado.network.train import predict
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 3, 6)).astype(np.float32)
+    task = dict(kind="classification", x_train=x, y_train=rng.integers(0, 3, 40), x_test=x[:10],
+                y_test=rng.integers(0, 3, 10), n_classes=3)
+    cfg = TrainConfig(nodes=(5,), epochs=1, batch_size=16, progress=False)
+    net, hist = train_software(task, cfg, kind="leaky", seed=0, device="cpu")
+    assert np.isfinite(hist["loss"][0])
+    save_network(net, tmp_path / "n.pt")
+    back, _ = load_network(tmp_path / "n.pt", map_location=torch.device("cpu"))
+    assert np.array_equal(predict(back, x)[0], predict(net, x)[0])
+
+
+STATION = """
+[rigs.nra]
+backend = "leaky"
+n_out = 1
+lo = 0.0
+hi = 80.0
+gain = 0.05
+leak = [0.5, 0.5]
+seed = 0
+"""
+
+SCENARIO = """
+[run]
+name = "dev"
+device = "cpu"
+[station]
+path = "station.toml"
+bind = "inproc"
+[rigs]
+nra = "nra"
+[task]
+kind = "digits"
+visibility = [25]
+n_train = 60
+n_test = 20
+[network]
+layers = ["nra"]
+nodes = [4]
+[train]
+epochs = 1
+batch_size = 32
+[variants]
+list = ["sde", "leaky"]
+"""
+
+
+def test_train_and_transfer_commands_on_an_explicit_cpu(tmp_path):
+    from nado.twin import Twin, TwinConfig
+    from nado.twin.checkpoint import save_twin
+    (tmp_path / "station.toml").write_text(STATION)
+    (tmp_path / "scen.toml").write_text(SCENARIO)
+    for k in ("ode", "sde"):
+        cfg = TwinConfig(kind=k, n_in=1, n_obs=1, n_delay=2, n_aux=2 if k == "sde" else 0,
+                         width=8, depth=1, input_lo=(0.0,), input_hi=(80.0,))
+        save_twin(Twin(cfg), tmp_path / "twins" / f"nra-{k}.pt")
+    common = [str(tmp_path / "scen.toml"), "--twins", str(tmp_path / "twins"),
+              "--out", str(tmp_path / "out"), "--no-progress"]
+    assert main(["train", *common]) == 0                        # [run] device = "cpu"
+    assert main(["transfer", *common, "--device", "cpu"]) == 0  # --device replaces it
+    res = json.loads((tmp_path / "out" / "transfer.json").read_text())["vis25"]
+    assert 0 <= res["sde"]["transfer"]["accuracy"] <= 1 and res["leaky"]["transfer"] is None
+
+
+# ---------------------------------------------------------------- CPU vs GPU (CUDA only)
+@CUDA
+def test_twin_layer_on_cuda_matches_cpu():
+    from nado.twin import Twin, TwinConfig
+    from nado.twin.integrate import integrate
+    torch.manual_seed(0)
+    twin = Twin(TwinConfig(kind="sde", n_in=1, n_obs=1, n_delay=5, n_aux=10,
+                           input_lo=(0.0,), input_hi=(80.0,)))
+    u = torch.rand(256, 20, 1) * 2 - 1
+    y0 = torch.randn(256, 6) * 0.1
+    dw = torch.randn(20, 256, 11)
+    outs, grads = [], []
+    for dev in ("cpu", "cuda"):
+        t = twin.to(dev)
+        uu = u.to(dev).requires_grad_(True)
+        z = integrate(t.packed(True), uu, y0.to(dev), method="euler", dw=dw.to(dev))
+        (z ** 2).mean().backward()
+        outs.append(z.detach().cpu())
+        grads.append(uu.grad.cpu())
+    assert torch.allclose(outs[0], outs[1], atol=1e-4, rtol=1e-4)
+    assert torch.allclose(grads[0], grads[1], atol=1e-5, rtol=1e-3)
+
+
+@CUDA
+def test_network_step_on_cuda_matches_cpu():
+    from nado.network import Network
+    from nado.twin import Twin, TwinConfig
+    torch.manual_seed(0)
+    twin = Twin(TwinConfig(kind="sde", n_in=1, n_obs=1, n_delay=5, n_aux=10,
+                           input_lo=(0.0,), input_hi=(80.0,)))
+    x = torch.rand(32, 4, 20)
+    res = []
+    for dev in ("cpu", "cuda"):
+        net = Network([twin.to(dev)], [16], 20, 3, seed=0)
+        out = net(x.to(dev), noise=False, x0=[torch.zeros(32 * 16, 1, device=dev)]).outputs
+        out.sum().backward()
+        res.append((out.detach().cpu(), net.weights[0].grad.cpu()))
+    assert torch.allclose(res[0][0], res[1][0], atol=1e-4, rtol=1e-4)
+    assert torch.allclose(res[0][1], res[1][1], atol=1e-4, rtol=1e-3)
