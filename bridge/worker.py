@@ -30,6 +30,7 @@ import numpy as np
 import zmq
 
 from . import protocol as P
+from .datakeys import with_data_keys
 from .errors import RigError, StationError
 from .headers import reply_header
 from .rig import check_inputs
@@ -221,7 +222,8 @@ class RigWorker(threading.Thread):
         except Exception as exc:
             return self._failed(rid, op, exc)
         try:
-            return "", P.encode(P.reply_ok(rid, d))
+            bound = getattr(self.server, "endpoints", None) or [None]   # DataKeys: bridge/datakeys.py
+            return "", P.encode(P.reply_ok(rid, with_data_keys(d, bound[0], self.rig_name)))
         except Exception as exc:
             log.exception("cannot encode the reply of rig %s", self.rig_name)
             return P.INTERNAL, P.error_frames(rid, P.INTERNAL, f"cannot encode the reply of rig '{self.rig_name}': {exc}")
