@@ -39,6 +39,7 @@ class RunSection:
     seed: int = 0
     out: str = "runs"
     cache: str = ".nado-cache"
+    tensorboard: bool = True   # event files in the run folder when tensorboard is installed
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,8 @@ def _run(t: dict) -> RunSection:
     return RunSection(name=_str(t.get("name", d.name), "run.name"),
                       seed=_int(t.get("seed", d.seed), "run.seed", 0),
                       out=_str(t.get("out", d.out), "run.out"),
-                      cache=_str(t.get("cache", d.cache), "run.cache"))
+                      cache=_str(t.get("cache", d.cache), "run.cache"),
+                      tensorboard=_bool(t.get("tensorboard", d.tensorboard), "run.tensorboard"))
 
 
 def _station(t: dict) -> StationSection:
