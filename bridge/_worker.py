@@ -37,6 +37,7 @@ import numpy as np
 import zmq
 
 from . import protocol as P
+from .datakeys import with_data_keys
 from .errors import RigError, StationError
 from .rig import check_inputs
 
@@ -59,8 +60,10 @@ class RigWorker(threading.Thread):
     """
 
     def __init__(self, name: str, rig: Any, description: dict, *, context: zmq.Context, results_ep: str,
-                 lease_check: Callable[[str, tuple], str | None]) -> None:
+                 lease_check: Callable[[str, tuple], str | None],
+                 endpoint: Callable[[], str | None] = lambda: None) -> None:
         super().__init__(name=f"rig-{name}", daemon=True)
+        self.endpoint = endpoint       # the server's first bound endpoint (DataKeys' source), once bound
         self.rig_name, self.rig, self.description = name, rig, description
         self.context, self.results_ep, self.lease_check = context, results_ep, lease_check
         self.jobs: queue.Queue = queue.Queue()
@@ -182,7 +185,7 @@ class RigWorker(threading.Thread):
         except Exception as exc:
             return self._failed(rid, P.DESCRIBE, exc)
         try:
-            return "", P.encode(P.reply_ok(rid, d))
+            return "", P.encode(P.reply_ok(rid, with_data_keys(d, self.endpoint(), self.rig_name)))
         except Exception as exc:
             log.exception("cannot encode the reply of rig %s", self.rig_name)
             return P.INTERNAL, P.error_frames(rid, P.INTERNAL, f"cannot encode the reply of rig '{self.rig_name}': {exc}")

@@ -151,7 +151,8 @@ class RigServer:
         self._cache = ReplyCache(cache_size, cache_age_s, cache_bytes)
         self._results_ep = f"inproc://bridge-results-{uuid.uuid4().hex}"
         self._workers = {n: RigWorker(n, r, check_description(n, r.describe()), context=self.context,
-                                      results_ep=self._results_ep, lease_check=self._lease_message)
+                                      results_ep=self._results_ep, lease_check=self._lease_message,
+                                      endpoint=self._first_endpoint)
                          for n, r in self.rigs.items()}
         self._jobs: dict[str, dict] = {}             # job id -> running request (see _queue)
         self._running: dict[tuple, str] = {}         # (peer, request id) -> job id
@@ -545,6 +546,10 @@ class RigServer:
         request["bufs"] = None
 
     # ---- leases and status -------------------------------------------------------------------
+    def _first_endpoint(self) -> str | None:
+        eps = getattr(self, "endpoints", None)
+        return eps[0] if eps else None
+
     def _lease_message(self, rig: str, owner: tuple) -> str | None:
         """Why ``owner`` may not drive ``rig`` now (a lease held by another), or None."""
         lease = self._leases.blocking(rig, owner)

@@ -62,6 +62,7 @@ def _fake_daq_rig(name):
 
 # backend -> how to build it when its defaults are not enough (params from a temp dir, or a rig)
 NEEDS = {"sde": ("params", _sde_checkpoint), "nidaqmx.nra": ("rig", _fake_daq_rig),
+         "ophyd": ("rig", lambda name: __import__("ophyd_leaky").build(name)),  # a soft-signal stage
          "replay": ("skip", "replay answers only the inputs it recorded, not these random ones; "
                             "tests/test_replay.py drives it through the bus")}
 

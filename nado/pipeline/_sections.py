@@ -41,6 +41,7 @@ class RunSection:
     out: str = "runs"
     cache: str = ".nado-cache"
     device: str = "auto"          # "auto" | "cpu" | "cuda" | "cuda:N" (nado.device)
+    tensorboard: bool = True   # event files in the run folder when tensorboard is installed
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,8 @@ def _run(t: dict) -> RunSection:
                       seed=_int(t.get("seed", d.seed), "run.seed", 0),
                       out=_str(t.get("out", d.out), "run.out"),
                       cache=_str(t.get("cache", d.cache), "run.cache"),
-                      device=check_device_spec(t.get("device", d.device), "run.device"))
+                      device=check_device_spec(t.get("device", d.device), "run.device"),
+                      tensorboard=_bool(t.get("tensorboard", d.tensorboard), "run.tensorboard"))
 
 
 def _station(t: dict) -> StationSection:

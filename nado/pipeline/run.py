@@ -15,7 +15,8 @@ Stages, in order (each cached by a hash of its inputs, see :mod:`nado.pipeline.c
 4. networks per task condition (:mod:`nado.pipeline.networks`): the variants trained on
    twins, transferred to the rigs, baselines, cascade;
 5. report: ``scenario.toml`` (resolved), ``results.json``, ``report.md`` and figures
-   (:mod:`nado.pipeline.report`).
+   (:mod:`nado.pipeline.report`); TensorBoard event files when ``tensorboard`` is installed
+   (:mod:`nado.tensorboard`; off with ``[run] tensorboard = false``).
 
 :func:`run_scenario` is the callable form (``nado demo`` uses it).
 """
@@ -71,6 +72,7 @@ class Runner:
         self.twins: dict[str, dict[str, Any]] = {}
         self.keys: dict[str, str] = {}
         self.figures: dict[str, str] = {}
+        self.twin_histories: dict[str, dict[str, Any]] = {}   # {kind: {ode, sde}} for TensorBoard
 
     # ------------------------------------------------------------------ plumbing
     @contextlib.contextmanager
@@ -124,6 +126,9 @@ class Runner:
         with self.timed("report"):
             self.results["files"] = write_report(self.run_dir, self.results, self.figures)
         write_json_atomic(self.run_dir / "results.json", self.results)
+        from ..tensorboard import available, write_run_events
+        if self.sc.run.tensorboard and available():
+            write_run_events(self.run_dir, self.results, self.twin_histories)
         self.log(f"results: {self.run_dir / 'results.json'}  report: {self.run_dir / 'report.md'}")
         return self.results
 
@@ -234,6 +239,7 @@ class Runner:
                 out[twin_kind] = load_twin(d / "twin.pt", map_location=self.device)
                 hist[twin_kind] = _read_json(d / "history.json")
                 self.keys[f"{twin_kind}.{kind}"] = d.name
+        self.twin_histories[kind] = hist
         self.results.setdefault("twin_fits", {})[kind] = {
             k: {kk: v for kk, v in h.items() if isinstance(v, (int, float, str)) or kk == "best"}
             for k, h in hist.items()}

@@ -1,0 +1,1 @@
+"""Rig backends that ship with bridge (found through the ``bridge.backends`` entry points)."""
