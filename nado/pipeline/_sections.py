@@ -17,7 +17,7 @@ import inspect
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, \
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, \
     field_validator, model_validator
 
 from ..errors import ConfigError
@@ -76,6 +76,15 @@ Str = Annotated[str, BeforeValidator(_string)]
 Bool = Annotated[bool, BeforeValidator(_boolean)]
 Count = Annotated[Int, Field(ge=0)]
 Positive = Annotated[Int, Field(ge=1)]
+
+
+def _used_kinds(v: dict, info: ValidationInfo) -> dict:
+    """A ``[SECTION.KIND]`` table must name a device kind that a network layer uses."""
+    kinds = (info.context or {}).get("kinds", ())
+    for k in v:
+        if k not in kinds:
+            raise At(k, f"no network layer uses device kind {k!r} (network.layers uses {', '.join(kinds)})")
+    return v
 
 
 class Section(BaseModel):
@@ -215,7 +224,7 @@ class CollectKind(Section):
 
 class CollectSection(CollectKind):
     active_range: dict[str, Annotated[tuple[Number, Number], _pair("[lo, hi]")]] = Field(default_factory=dict)
-    per_kind: dict[str, CollectKind] = Field(default_factory=dict)     # [collect.KIND]
+    per_kind: Annotated[dict[str, CollectKind], AfterValidator(_used_kinds)] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -234,15 +243,6 @@ class CollectSection(CollectKind):
         for k, (lo, hi) in v.items():
             if not lo < hi:
                 raise At(k, f"needs lo < hi, got {lo} .. {hi}")
-        return v
-
-    @field_validator("per_kind")
-    @classmethod
-    def _used_kinds(cls, v: dict, info: ValidationInfo) -> dict:
-        kinds = (info.context or {}).get("kinds", ())
-        for k in v:
-            if k not in kinds:
-                raise At(k, f"no network layer uses device kind {k!r} (network.layers uses {', '.join(kinds)})")
         return v
 
     def own(self, kind: str) -> dict[str, Any]:
@@ -293,7 +293,7 @@ def _fit_keys(fn_name: str) -> list[str] | None:
 
 class TwinsSection(Section):
     arch: TwinArch = Field(default_factory=TwinArch)                  # every kind
-    per_kind: dict[str, TwinArch] = Field(default_factory=dict)       # [twins.KIND]
+    per_kind: Annotated[dict[str, TwinArch], AfterValidator(_used_kinds)] = Field(default_factory=dict)
     ode: dict = Field(default_factory=dict)                           # fit_ode keyword arguments
     sde: dict = Field(default_factory=dict)                           # fit_sde keyword arguments
 
@@ -318,15 +318,6 @@ class TwinsSection(Section):
         if unknown:
             raise At(unknown[0], f"unknown key; twins.{info.field_name} takes {', '.join(sorted(allowed))}")
         return dict(v)
-
-    @field_validator("per_kind")
-    @classmethod
-    def _used_kinds(cls, v: dict, info: ValidationInfo) -> dict:
-        kinds = (info.context or {}).get("kinds", ())
-        for k in v:
-            if k not in kinds:
-                raise At(k, f"no network layer uses device kind {k!r} (network.layers uses {', '.join(kinds)})")
-        return v
 
     def arch_for(self, kind: str) -> dict[str, Any]:
         own = self.per_kind.get(kind)
