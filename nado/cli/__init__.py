@@ -15,6 +15,8 @@ import sys
 from .. import __version__
 from . import commands
 
+__all__ = ["main", "console", "build_parser"]
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nado", description=__doc__.splitlines()[0])
