@@ -11,3 +11,5 @@ Modules: :mod:`emulator.nra` (nanoring array, AMR), :mod:`emulator.asvi`
 :mod:`emulator.base` (shared drive logic), :mod:`emulator.errors`. DESIGN.md's SNR
 measurement of a rig is :func:`nado.data.snr.measure_snr`.
 """
+
+__all__: list[str] = []   # the rigs are reached by module (emulator.nra, emulator.asvi) or entry point

@@ -1,8 +1,10 @@
-"""Small file helpers shared by every stage: atomic writes (write, fsync, rename).
+"""Small file helpers shared by every stage: atomic writes (write, fsync, rename), figures.
 
-``write_bytes_atomic``, ``write_json_atomic``, ``save_npy_atomic`` (a ``.npy`` array) and
+``write_bytes_atomic`` (the one atomic write), and on top of it ``write_json_atomic``,
+``save_npy_atomic`` (a ``.npy`` array), ``save_torch_atomic`` (a torch state_dict) and
 ``savefig_atomic`` (a matplotlib figure): a reader (or a run killed mid-write) sees the old
-file or the new one, never half of one.
+file or the new one, never half of one. ``new_figure`` makes every figure the same way: a
+matplotlib ``Figure`` on the Agg canvas, without pyplot (no global backend or figure state).
 """
 from __future__ import annotations
 
@@ -45,6 +47,25 @@ def save_npy_atomic(path: str | os.PathLike, array: Any) -> None:
     write_bytes_atomic(path, buf.getvalue())
 
 
+def save_torch_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically write ``obj`` (a state_dict: tensors in plain containers) with ``torch.save``."""
+    import io
+
+    import torch
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def new_figure(width_in: float, height_in: float, *, dpi: int = 110):
+    """A matplotlib ``Figure`` of ``width_in`` x ``height_in`` inches on the Agg canvas (no pyplot)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(width_in, height_in), dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def savefig_atomic(fig: Any, path: str | os.PathLike, **kwargs: Any) -> None:
     """Atomically save a matplotlib ``fig`` to ``path`` (format from the suffix, e.g. ``.png``)."""
     import io
@@ -55,7 +76,8 @@ def savefig_atomic(fig: Any, path: str | os.PathLike, **kwargs: Any) -> None:
 
 
 def jsonable(obj: Any) -> Any:
-    """``json.dumps(default=...)``: numpy scalars and arrays, paths."""
+    """``json.dumps(default=...)``: numpy scalars and arrays, paths, sets (sorted); anything else
+    raises TypeError naming its type."""
     import numpy as np
     if isinstance(obj, np.generic):
         return obj.item()
@@ -63,4 +85,6 @@ def jsonable(obj: Any) -> Any:
         return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
-    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__} (convert it to plain data first)")

@@ -200,3 +200,12 @@ def test_code_digest_follows_the_source(tmp_path, monkeypatch):
     assert code_digest("fakestage") == first
     (pkg / "fit.py").write_text("def fit(): return 2\n")
     assert code_digest("fakestage") != first
+
+
+def test_dump_toml_writes_valid_toml_for_any_key_and_drops_none():
+    tables = {"run": {"name": "r\u00e9sum\u00e9 \U0001F600", "seed": 1, "gone": None},
+              "pools": {"lab \u00fc": {"members": [{"endpoint": "tcp://h:1", "rig": "nra"}]}},
+              "x": {"f": 0.1, "inf": float("inf"), "nested": {"k\u00f8": [1, 2]}}}
+    back = tomllib.loads(dump_toml(tables))
+    del tables["run"]["gone"]
+    assert back == tables

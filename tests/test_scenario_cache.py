@@ -105,3 +105,16 @@ def test_runner_releases_stage_locks_when_a_run_fails(tmp_path, monkeypatch):
     t.start()
     t.join(5)
     assert got == [False]                          # not blocked; the unfinished stage is redone
+
+
+def test_stage_keys_refuse_objects_that_are_not_plain_data(tmp_path):
+    """An object's str() (e.g. '<Foo object at 0x...>') must never become part of a cache key."""
+    from nado.pipeline.cache import stage_key
+
+    class Foo:
+        pass
+    assert stage_key("s", {"a": {1, 3, 2}, "p": tmp_path}) == stage_key("s", {"a": [1, 2, 3], "p": str(tmp_path)})
+    with pytest.raises(TypeError, match="Foo"):
+        stage_key("s", {"x": Foo()})
+    with pytest.raises(TypeError, match="Foo"):
+        StageCache(tmp_path).lookup("s", {"x": Foo()})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -107,28 +106,38 @@ def test_trial_scenarios_are_written_resolved(tmp_path):
 
 # ---------------------------------------------------------------- the stage cache under concurrency
 def test_stage_cache_lets_one_trial_compute_a_stage_and_the_other_reuse_it(tmp_path):
+    """Ordered by events, not sleeps: a holds the stage; b starts only then and cannot get past
+    lookup while a holds it (b is still blocked after a bounded wait); b then reuses a's result."""
     events = []
+    a_holds, b_starts = threading.Event(), threading.Event()
+    blocked: list[bool] = []
 
-    def trial(tag: str, delay: float) -> None:
+    def trial(tag: str) -> None:
         cache = StageCache(tmp_path)
+        if tag == "b":
+            b_starts.set()
         d, done = cache.lookup("fit", {"x": 1})
-        events.append((tag, "hit" if done else "miss", time.monotonic()))
+        events.append((tag, "hit" if done else "miss"))
         if not done:
             (d / "part").write_text(tag)
-            time.sleep(delay)                 # the other trial must wait, not empty the folder
+            a_holds.set()
+            assert b_starts.wait(10)
+            b.join(0.3)                        # b must not get through while a holds the stage
+            blocked.append(b.is_alive())
             (d / "model").write_text(tag)
+            events.append((tag, "finish"))
             cache.finish(d)
         cache.release_all()
 
-    a = threading.Thread(target=trial, args=("a", 0.5))
+    a = threading.Thread(target=trial, args=("a",))
+    b = threading.Thread(target=trial, args=("b",))
     a.start()
-    time.sleep(0.1)
-    b = threading.Thread(target=trial, args=("b", 0.0))
+    assert a_holds.wait(10)
     b.start()
-    a.join(5)
-    b.join(5)
-    assert [e[:2] for e in events] == [("a", "miss"), ("b", "hit")]
-    assert events[1][2] - events[0][2] > 0.35             # b waited for a's stage
+    a.join(10)
+    b.join(10)
+    assert events == [("a", "miss"), ("a", "finish"), ("b", "hit")]
+    assert blocked == [True]                               # b waited for a's stage
     d = next(tmp_path.glob("fit-*"))
     assert (d / "model").read_text() == "a" and (d / "DONE").is_file()
 

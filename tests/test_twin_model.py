@@ -27,16 +27,13 @@ def _random_sde(method="euler", n_delay=5, n_obs=1, seed=0, delays="shift"):
 @pytest.mark.parametrize("method,n_delay,delays,tol", [
     ("euler", 5, "shift", 1e-5), ("euler", 5, "learned", 1e-5), ("euler", 0, "shift", 0.0),
     ("heun", 0, "shift", 0.0)])
-def test_integrator_matches_torchsde_with_same_increments(method, n_delay, delays, tol, fast,
-                                                          monkeypatch):
-    from nado.twin import integrate as integ
-    monkeypatch.setitem(integ._FAST, "on", fast)
+def test_integrator_matches_torchsde_with_same_increments(method, n_delay, delays, tol, fast):
     twin = _random_sde(method, n_delay, delays=delays)
     u = torch.rand(32, 20, 1) * 2 - 1
     y0 = twin.embed(torch.randn(32, 1))
     dw = twin.sample_noise(32, 20, generator=torch.Generator().manual_seed(1))
     p = twin.packed(True)
-    ours = integrate(p, u, y0, method=method, dw=dw)
+    ours = integrate(p, u, y0, method=method, dw=dw, fast=fast)
     ref = sdeint_reference(p, u, y0, method=method, dw=dw)
     assert ours.shape == ref.shape == (32, 20, 1)
     assert ours.std() > 0.3                       # a real, noisy trajectory
@@ -52,11 +49,9 @@ def test_integrator_matches_torchsde_with_same_increments(method, n_delay, delay
 @pytest.mark.parametrize("frozen", [False, True])
 @pytest.mark.parametrize("delays,n_delay,n_obs,noise", [
     ("learned", 5, 1, True), ("shift", 5, 1, False), ("learned", 2, 2, True), ("shift", 0, 2, True)])
-def test_packed_euler_step_equals_general_step_in_float64(delays, n_delay, n_obs, noise, frozen,
-                                                          monkeypatch):
+def test_packed_euler_step_equals_general_step_in_float64(delays, n_delay, n_obs, noise, frozen):
     """The fast path is the same Euler step: equal to rounding in float64, values and gradients
     w.r.t. inputs, initial state and twin weights (frozen twin: the hand-written backward)."""
-    from nado.twin import integrate as integ
     twin = _random_sde("euler", n_delay, n_obs=n_obs, delays=delays).double()
     if frozen:
         twin.requires_grad_(False)
@@ -68,8 +63,7 @@ def test_packed_euler_step_equals_general_step_in_float64(delays, n_delay, n_obs
     weight = torch.randn(16, 9, n_obs, generator=gen, dtype=torch.float64)
     results = []
     for fast in (True, False):
-        monkeypatch.setitem(integ._FAST, "on", fast)
-        z = integrate(twin.packed(noise), u, y0, method="euler", dw=dw)
+        z = integrate(twin.packed(noise), u, y0, method="euler", dw=dw, fast=fast)
         if fast:
             assert (type(z.grad_fn).__name__ == "_SequenceBackward") == frozen
         grads = torch.autograd.grad((z ** 2 * weight).sum(), [u, y0] + params, allow_unused=True)

@@ -4,7 +4,7 @@ import pytest
 from scipy.stats import wasserstein_distance
 
 from nado.errors import DatasetError
-from nado.twin.report_metrics import (autocorrelation, default_horizons, nrmse_by_horizon, repeat_metrics,
+from nado.twin.metrics import (autocorrelation, default_horizons, nrmse_by_horizon, repeat_metrics,
                                wasserstein1)
 
 

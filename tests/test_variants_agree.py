@@ -5,19 +5,10 @@ import json
 import pytest
 
 from nado.cli import main
+from test_network_cli import STATION  # the same leaky station
 
 pytestmark = pytest.mark.e2e
 
-STATION = """
-[rigs.nra]
-backend = "leaky"
-n_out = 1
-lo = 0.0
-hi = 80.0
-gain = 0.05
-leak = [0.5, 0.5]
-seed = 0
-"""
 
 SCENARIO = """
 [run]

@@ -14,6 +14,8 @@ import inspect
 import pkgutil
 from typing import Any, Callable
 
+__all__ = ["target", "sections"]
+
 
 def target(value: float, goal: float, *, at_least: bool = True) -> dict[str, Any]:
     """One target entry: ``{value, target, met}``; ``at_least=False`` for upper bounds."""

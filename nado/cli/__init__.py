@@ -15,6 +15,8 @@ import sys
 from .. import __version__
 from . import commands
 
+__all__ = ["main", "console", "build_parser"]
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nado", description=__doc__.splitlines()[0])
@@ -46,10 +48,19 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
+def console() -> None:
+    """The ``nado`` executable (and ``python -m nado.cli``): tunes this process's malloc
+    (:mod:`nado.cli._malloc`; ``NADO_MALLOC_TUNE=0`` leaves it alone), then runs :func:`main`.
+    :func:`main` itself, called from Python, changes no process setting."""
+    from ._malloc import tune_allocator
+    tune_allocator()
+    sys.exit(main())
+
+
 def _known_errors() -> tuple[type[BaseException], ...]:
     from ..errors import NadoError
     return (NadoError,)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console()

@@ -1,6 +1,4 @@
 """``python -m nado.cli ...``: the ``nado`` command."""
-import sys
+from . import console
 
-from . import main
-
-sys.exit(main())
+console()

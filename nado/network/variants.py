@@ -19,7 +19,8 @@ A variant is a :class:`Variant` in :data:`VARIANTS`, looked up by name:
   of ``needs`` (``sde``, else ``ode``), readout by ridge regression
   (:func:`nado.network.baselines.reservoir_baseline`); no training of their own.
 
-A new variant is one :func:`register` call: ``register(Variant(name, kind, train, measure))`` with
+A new variant is one :func:`register` call: ``register(Variant(name, kind, train, measure))`` (and
+``tasks``: where a scenario's ``[variants] list`` may name it) with
 ``train(job) -> Trained`` and ``measure(trained, job, seed) -> {"sim": metrics, "transfer": metrics
 | None, ...}`` for one test masking.
 
@@ -96,6 +97,7 @@ class Variant:
     noise: bool = True                           # network: trained (and simulated) with twin noise
     needs: tuple[str, ...] = ()                  # baseline: the variants it derives from, first found
     rigs_to_train: bool = False                  # training itself drives the rigs (cascade)
+    tasks: tuple[str, ...] = ("classification", "regression")   # where a scenario may list it
 
 
 VARIANTS: dict[str, Variant] = {}
@@ -239,10 +241,12 @@ def _baseline(name: str, single: bool) -> Variant:
     return Variant(name, "baseline", None, measure, needs=("sde", "ode"))
 
 
-for _v in (_network("sde", "sde", True), _network("ode", "ode", False), _network("direct", "sde", True),
-           Variant("cascade", "network", _train_cascade, _measure_network, rigs_to_train=True),
-           _software("mlp", "static"), _software("leaky", "leaky"),
-           _baseline("rc", False), _baseline("rc1", True)):
+REGRESSION, CLASSIFICATION = ("regression",), ("classification",)
+for _v in (_network("sde", "sde", True), _network("ode", "ode", False),
+           replace(_network("direct", "sde", True), tasks=REGRESSION),
+           Variant("cascade", "network", _train_cascade, _measure_network, rigs_to_train=True, tasks=REGRESSION),
+           replace(_software("mlp", "static"), tasks=CLASSIFICATION), _software("leaky", "leaky"),
+           _baseline("rc", False), replace(_baseline("rc1", True), tasks=CLASSIFICATION)):
     register(_v)
 
 ALL = ("sde", "ode", "rc", "mlp", "leaky")

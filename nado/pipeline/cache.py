@@ -27,15 +27,17 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..io import write_json_atomic
+from ..io import jsonable, write_json_atomic
 
 CACHE_VERSION = 1
 
 
 def stage_key(stage: str, inputs: Any) -> str:
-    """A 16-hex-digit key of a stage's inputs (canonical JSON; numpy values allowed)."""
+    """A 16-hex-digit key of a stage's inputs (canonical JSON; numpy values, sets and paths
+    allowed). Anything else raises TypeError: an object's ``str()`` would make a key that changes
+    with its memory address, or one that ignores what the object holds."""
     blob = json.dumps({"stage": stage, "inputs": inputs, "version": CACHE_VERSION},
-                      sort_keys=True, default=_default, separators=(",", ":"))
+                      sort_keys=True, default=jsonable, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -55,17 +57,6 @@ def code_digest(*modules: str) -> str:
             h.update(str(f.relative_to(origin.parent)).encode())
             h.update(f.read_bytes())
     return h.hexdigest()[:16]
-
-
-def _default(obj: Any) -> Any:
-    import numpy as np
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj)
-    return str(obj)
 
 
 class StageCache:
@@ -109,7 +100,7 @@ class StageCache:
                 if d.exists():
                     shutil.rmtree(d)
                 d.mkdir(parents=True)
-                (d / "inputs.json").write_text(json.dumps(inputs, indent=1, default=_default,
+                (d / "inputs.json").write_text(json.dumps(inputs, indent=1, default=jsonable,
                                                           sort_keys=True))
         except BaseException:
             fh.close()

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io import savefig_atomic, write_bytes_atomic
+from ..io import new_figure, savefig_atomic, write_bytes_atomic
 
 REFERENCE = {
     "digits": ("Partially observable MNIST, 2 x 200 NRA, transferred accuracy: 96.8 % (25 % "
@@ -33,14 +33,6 @@ REFERENCE = {
 PAPER_ACCURACY = {"25": {"sde": 96.8, "mlp": 90.0, "leaky": 96.9},
                   "20": {"sde": 96.0, "mlp": 88.0, "leaky": 96.7}}
 COLORS = {"sim": "#8fb3d9", "transfer": "#1f4e79"}
-
-
-def _figure(w: float, h: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(w, h), dpi=110)
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def _fmt(v: Any, pct: bool = False) -> str:
@@ -57,7 +49,7 @@ def accuracy_figure(results: dict, path: Path) -> str | None:
              if any((v.get("sim") or {}).get("accuracy") is not None for v in c.get("networks", {}).values())}
     if not conds:
         return None
-    fig = _figure(3.2 * len(conds) + 1.5, 3.4)
+    fig = new_figure(3.2 * len(conds) + 1.5, 3.4)
     for i, (name, nets) in enumerate(conds.items()):
         ax = fig.add_subplot(1, len(conds), i + 1)
         names = list(nets)
@@ -84,7 +76,7 @@ def mse_horizon_figure(results: dict, path: Path) -> str | None:
     cond = next((c for c in results["conditions"].values() if c.get("by_depth")), None)
     if cond is None:
         return None
-    fig = _figure(5.5, 3.6)
+    fig = new_figure(5.5, 3.6)
     ax = fig.add_subplot(1, 1, 1)
     markers = {"direct": "o", "cascade": "s", "sde": "^", "ode": "v"}
     palette = ("#c0392b", "#1f4e79", "#27ae60", "#8e44ad")  # the paper: L2 red, L3 blue
@@ -118,7 +110,7 @@ def prediction_figure(results: dict, path: Path, horizon: int = 5) -> str | None
     y = np.load(cond["targets_file"]) * std + mean
     horizons = cond["info"]["horizons"]
     k = horizons.index(horizon) if horizon in horizons else 0
-    fig = _figure(7.0, 1.6 * len(rows) + 0.6)
+    fig = new_figure(7.0, 1.6 * len(rows) + 0.6)
     for i, (d, v, r) in enumerate(rows):
         ax = fig.add_subplot(len(rows), 1, i + 1)
         o = np.load(r["outputs_file"]) * std + mean
@@ -150,7 +142,7 @@ def training_figure(results: dict, path: Path) -> str | None:
                         curves.append((tag.strip(), h))
     if not curves:
         return None
-    fig = _figure(9.0, 3.4)
+    fig = new_figure(9.0, 3.4)
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     for tag, h in curves:
         ax1.plot(h["loss"], label=tag)

@@ -171,7 +171,7 @@ class Runner:
             from ..twin.report import write_report as twin_write_report
             rd, rdone = self.cache.lookup(f"twinreport-{kind}", {
                 "ode": self.keys[f"ode.{kind}"], "sde": self.keys[f"sde.{kind}"],
-                "code": code_digest("nado.twin.report", "nado.twin.report_metrics", "nado.twin.figures")})
+                "code": code_digest("nado.twin.report", "nado.twin.metrics", "nado.twin.figures")})
             if not rdone:
                 twin_write_report(self.twins[kind], ds, rd, seed=self.seed)
                 self.cache.finish(rd)
@@ -252,7 +252,7 @@ def with_device(sc: Scenario, device: str | None) -> Scenario:
     (:func:`nado.device.check_device_spec`)."""
     if device is None:
         return sc
-    return replace(sc, run=replace(sc.run, device=check_device_spec(device, "--device")))
+    return replace(sc, run=sc.run.model_copy(update={"device": check_device_spec(device, "--device")}))
 
 
 @contextlib.contextmanager

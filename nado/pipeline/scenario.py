@@ -14,7 +14,7 @@ Sections (every key optional unless marked; defaults in the dataclasses below)::
                looked up here first, then in the station file's [pools.NAME]
     [collect]  sequences, length, repeats = [M, R], resets, batch, mode, reset_prob;
                holds, hold_max: extra twin-training sequences of held and extreme inputs
-               (nado.supplement; 0 = the paper's uniform sequences only)
+               (nado.data.supplement; 0 = the paper's uniform sequences only)
                [collect.active_range] KIND = [lo, hi]   (skip the sweep)
                [collect.KIND] the same keys, for one device kind
     [twins]    architecture keys of nado.twin.TwinConfig (n_delay, n_aux, width, depth, method,
@@ -37,22 +37,23 @@ Sections (every key optional unless marked; defaults in the dataclasses below)::
 :func:`load_scenario` reads, merges the budget when asked, and validates everything
 before any work: a bad key or value raises :class:`nado.errors.ConfigError` naming
 ``section.key`` and the problem. :func:`dump_toml` writes the resolved scenario.
-The sections' dataclasses and parsers live in :mod:`nado.pipeline._sections`.
+The sections are pydantic models in :mod:`nado.pipeline._sections`.
 """
 from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from ..errors import ConfigError
-from ._sections import (  # noqa: F401  (re-exported: the schema lives there)
-    CLASSIFICATION_VARIANTS, NETWORK_KEYS, REGRESSION_VARIANTS, SECTIONS, TASK_KINDS, CollectSection,
-    NetworkSection, RunSection, StationSection, TaskSection, TwinsSection, VariantsSection, _check_keys,
-    _collect, _network, _run, _station, _str, _table, _task, _twins, _variants, merge)
-from ._tomlw import dump_toml  # noqa: F401
+from ._sections import (NETWORK_KEYS, SECTIONS, CollectSection, NetworkSection, RunSection, StationSection,
+                        TaskSection, TwinsSection, VariantsSection, merge, parse)
+
+__all__ = ["Scenario", "validate", "load_scenario", "read_toml", "dump_toml", "merge", "resolved_tables"]
 
 
 @dataclass(frozen=True)
@@ -124,25 +125,39 @@ class Scenario:
         return resolved_tables(self)
 
 
+def _table(raw: dict, name: str) -> dict:
+    v = raw.get(name, {})
+    if not isinstance(v, dict):
+        raise ConfigError(f"{name}: must be a table ([{name}]), got {type(v).__name__}")
+    return v
+
+
+def _known(table: dict, allowed, where: str) -> None:
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key; {where} takes {', '.join(sorted(allowed))}")
+
+
 def validate(raw: dict, *, quick: bool = False, source: str = "") -> Scenario:
     """Validate TOML tables (budget merged first when ``quick``); raise ConfigError naming the key."""
     if not isinstance(raw, dict):
         raise ConfigError("a scenario must be a TOML table")
-    _check_keys(raw, SECTIONS, "scenario")
+    _known(raw, SECTIONS, "scenario")
     budget = _table(raw, "budget")
-    _check_keys(budget, [s for s in SECTIONS if s != "budget"], "budget")
+    _known(budget, [s for s in SECTIONS if s != "budget"], "budget")
     body = {k: v for k, v in raw.items() if k != "budget"}
     if quick:
         body = merge(body, budget)
     # the budget's keys must be valid too, even when not applied
     elif budget:
         validate(merge(body, budget), quick=False, source=source)
-    network = _network(_table(body, "network"))
+    network = parse(NetworkSection, _table(body, "network"), "network")
     kinds = tuple(dict.fromkeys(network.layers))
-    task = _task(_table(body, "task"))
+    task = parse(TaskSection, _table(body, "task"), "task")
     rigs = _table(body, "rigs")
     for k, v in rigs.items():
-        _str(v, f"rigs.{k}")
+        if not isinstance(v, str):
+            raise ConfigError(f"rigs.{k}: must be a string, got {v!r}")
     train = dict(_table(body, "train"))
     from ..network import TrainConfig
     try:
@@ -151,13 +166,15 @@ def validate(raw: dict, *, quick: bool = False, source: str = "") -> Scenario:
         raise ConfigError(f"[network]/[train]: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"[network]/[train]: {exc}") from None
-    run = _run(_table(body, "run"))
+    run = parse(RunSection, _table(body, "run"), "run")
     if "name" not in _table(body, "run") and source:
-        run = replace(run, name=Path(source).stem)    # default run name: the scenario file's stem
-    sc = Scenario(run=run, station=_station(_table(body, "station")),
-                  rigs=dict(rigs), collect=_collect(_table(body, "collect"), kinds),
-                  twins=_twins(_table(body, "twins"), kinds), task=task, network=network,
-                  train=train, variants=_variants(_table(body, "variants"), task, network.layers),
+        run = run.model_copy(update={"name": Path(source).stem})   # default run name: the file's stem
+    sc = Scenario(run=run, station=parse(StationSection, _table(body, "station"), "station"),
+                  rigs=dict(rigs), collect=parse(CollectSection, _table(body, "collect"), "collect", kinds=kinds),
+                  twins=parse(TwinsSection, _table(body, "twins"), "twins", kinds=kinds), task=task,
+                  network=network, train=train,
+                  variants=parse(VariantsSection, _table(body, "variants"), "variants",
+                                 classification=task.classification, layers=len(network.layers)),
                   quick=quick, source=str(source), raw=raw, pools=_pools(body))
     _check_pooled_kinds(sc)
     return sc
@@ -225,17 +242,13 @@ def load_scenario(path: str | Path, *, quick: bool = False) -> Scenario:
 def resolved_tables(sc: Scenario) -> dict[str, Any]:
     """Every section with its defaults filled in (JSON/TOML-able)."""
     c = sc.collect
-    collect = {k: getattr(c, k) for k in ("sequences", "length", "repeats", "resets", "batch", "mode",
-                                          "reset_prob", "holds", "hold_max")}
+    collect = c.model_dump(exclude={"active_range", "per_kind"})
     collect["repeats"] = list(collect["repeats"])
     if c.active_range:
         collect["active_range"] = {k: list(v) for k, v in c.active_range.items()}
-    for k, v in c.per_kind.items():
-        collect[k] = {kk: list(vv) if isinstance(vv, tuple) else vv for kk, vv in v.items()}
-    twins = dict(sc.twins.arch)
-    twins.update({k: dict(v) for k, v in sc.twins.per_kind.items()})
-    twins["ode"], twins["sde"] = dict(sc.twins.ode), dict(sc.twins.sde)
-    station = {k: v for k, v in asdict(sc.station).items() if v is not None}
+    for k in c.per_kind:
+        collect[k] = {kk: list(vv) if isinstance(vv, tuple) else vv for kk, vv in c.own(k).items()}
+    station = {k: v for k, v in sc.station.model_dump().items() if v is not None}
     if sc.station.endpoint:
         station.pop("path", None)
     elif sc.station.path != "builtin":
@@ -246,10 +259,23 @@ def resolved_tables(sc: Scenario) -> dict[str, Any]:
     train = {k: v for k, v in sc.train_config().to_dict().items() if k not in NETWORK_KEYS}
     pools = {"pools": sc.pools} if sc.pools else {}
     return json.loads(json.dumps({
-        "run": asdict(sc.run), "station": station,
+        "run": sc.run.model_dump(), "station": station,
         "rigs": {k: sc.rig_name(k) for k in sc.kinds} | dict(sc.rigs),
-        "collect": collect, "twins": twins, "task": task,
+        "collect": collect, "twins": sc.twins.tables(), "task": task,
         "network": {"layers": list(sc.network.layers), **sc.network.params},
         "train": train,
         "variants": {"list": list(sc.variants.names), "depths": list(sc.variants.depths)},
     } | pools, default=list))
+
+
+def dump_toml(tables: dict[str, Any]) -> str:
+    """Nested tables as TOML text (``tomli_w``); None values are left out (TOML has no null)."""
+    return tomli_w.dumps(_without_none(tables))
+
+
+def _without_none(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _without_none(x) for k, x in v.items() if x is not None}
+    if isinstance(v, (list, tuple)):
+        return [_without_none(x) for x in v]
+    return v

@@ -14,8 +14,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-
 from ..errors import ConfigError
 from ..network.cascade import compare_cascade
 from ..network.checkpoint import load_network, save_network

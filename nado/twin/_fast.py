@@ -32,20 +32,16 @@ Gradients. When no twin weight needs a gradient (a frozen twin inside a network,
 and grad mode is on, the whole sequence is one :class:`_Sequence` (``torch.autograd.Function``)
 whose hand-written backward runs the steps in reverse: per step a few ``bmm`` and in-place
 ``sigmoid_backward`` kernels, no per-step autograd nodes, slices or scatters. Otherwise (fitting:
-weight gradients; ``torch.compile`` via :func:`nado.twin.integrate.use_compile`) each step is
-:func:`_step` under ordinary autograd. :func:`tune_allocator` keeps glibc from returning the
-step's ~10 MB blocks to the kernel (page faults otherwise cost as much as the matmuls).
+weight gradients; ``compile=True``) each step is :func:`_step` under ordinary autograd. The
+step frees and allocates ~10 MB blocks by the hundred; the ``nado`` command (not this library)
+keeps glibc from returning them to the kernel (:mod:`nado.cli._malloc`).
 """
 from __future__ import annotations
-
-import ctypes
-import os
-import sys
 
 import torch
 from torch import Tensor
 
-from nado.twin.integrate import _COMPILE, Packed, _Diffusion
+from ._packed import Diffusion, Packed
 
 
 def _layout(p: Packed, n_in: int, n_aux: int):
@@ -124,11 +120,10 @@ def _weights(p: Packed, n_in: int, with_g: bool):
     return w1, hidden, wo2, bo2, m, (n, nd, d, k, c, zc)
 
 
-def integrate_fast(p: Packed, u: Tensor, y0: Tensor, dw: Tensor | None) -> Tensor:
+def integrate_fast(p: Packed, u: Tensor, y0: Tensor, dw: Tensor | None, *, compile: bool = False) -> Tensor:
     """Euler / Euler-Maruyama with one step per sample; same contract as
     :func:`nado.twin.integrate.integrate` (u (B, T, n_in), y0 (B, D), dw (T, B, N_w) or None)
-    -> z (B, T, n_obs)."""
-    tune_allocator()
+    -> z (B, T, n_obs). ``compile``: the step through ``torch.compile``."""
     with_g = dw is not None and p.g_out is not None
     bsz, steps, n_in = u.shape
     w1, hidden, wo, bo, m, (n, nd, d, k, c, zc) = _weights(p, n_in, with_g)
@@ -139,12 +134,12 @@ def integrate_fast(p: Packed, u: Tensor, y0: Tensor, dw: Tensor | None) -> Tenso
     y = torch.cat(parts, 1)                                           # (B, C)
     nw = c - zc if with_g else 0
     weights = [w1, wo, m] + ([bo] if bo is not None else []) + [t for pair in hidden for t in pair]
-    if (torch.is_grad_enabled() and not _COMPILE["on"]
+    if (torch.is_grad_enabled() and not compile
             and not any(t.requires_grad for t in weights)):
         # frozen twin (networks, bench): the whole sequence with a hand-written backward
         return _Sequence.apply(u, y, dw if with_g else None, w1, wo, bo, m, (k, nw, n_in, zc, n),
                                *[t for pair in hidden for t in pair])
-    step = _compiled() if _COMPILE["on"] else _step
+    step = _compiled() if compile else _step
     out = []
     for t in range(steps):
         y = step(y, u[:, t + 1] if t + 1 < steps else None, dw[t] if with_g else None,
@@ -236,7 +231,7 @@ def _step(y: Tensor, u_next: Tensor | None, dw_t: Tensor | None, w1: Tensor, hid
     o = torch.bmm(hid, wo) if bo is None else torch.baddbmm(bo, hid, wo)  # (G, B, C)
     y = torch.addmm(o[0], y, m)
     if dw_t is not None:
-        y[:, y.shape[1] - nw:] += _Diffusion.apply(o[1, :, :nw], dw_t)
+        y[:, y.shape[1] - nw:] += Diffusion.apply(o[1, :, :nw], dw_t)
     if u_next is not None:
         y[:, :n_in] = u_next
     return y
@@ -247,40 +242,11 @@ def _sigmoid_backward_(grad: Tensor, out: Tensor) -> Tensor:
     return torch.ops.aten.sigmoid_backward.grad_input(grad, out, grad_input=grad)
 
 
-_TUNED: dict = {}
-
-
-def tune_allocator() -> bool:
-    """Keep freed memory in the process (glibc ``mallopt``), once per process.
-
-    The step allocates and frees tensors of ~10 MB (B x 2H floats) by the hundred; glibc's
-    defaults hand many of them back to the kernel and take fresh pages on the next allocation,
-    and the page faults cost as much as the matmuls (measured here: a 13 MB copy 5.5 ms with
-    faults, 0.7 ms without). This sets ``M_MMAP_THRESHOLD`` to 32 MiB (glibc's maximum) and
-    ``M_TRIM_THRESHOLD`` to 2 GiB: the effect of a caching allocator (jemalloc/tcmalloc) without
-    one. Peak memory is unchanged; freed memory is reused instead of returned. Affects the whole
-    process (torchsde in the benchmark too). Set ``NADO_MALLOC_TUNE=0`` to leave malloc alone.
-    Returns whether it was applied.
-    """
-    if "done" not in _TUNED:
-        _TUNED["done"] = False
-        if os.environ.get("NADO_MALLOC_TUNE", "1") != "0" and sys.platform.startswith("linux"):
-            try:
-                libc = ctypes.CDLL(None)
-                ok = libc.mallopt(-3, 32 * 2 ** 20) == 1          # M_MMAP_THRESHOLD
-                ok = ok and libc.mallopt(-1, 2 ** 31 - 1) == 1    # M_TRIM_THRESHOLD
-                _TUNED["done"] = bool(ok)
-            except (OSError, AttributeError):                      # not glibc: nothing to do
-                pass
-    return _TUNED["done"]
-
-
 _COMPILED: dict = {}
 
 
 def _compiled():
-    """``torch.compile`` of :func:`_step`, built once per process (opt-in via
-    :func:`nado.twin.integrate.use_compile`)."""
+    """``torch.compile`` of :func:`_step`, built once per process (opt-in: ``compile=True``)."""
     if "step" not in _COMPILED:
         _COMPILED["step"] = torch.compile(_step, dynamic=False)
     return _COMPILED["step"]

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from nado.device import resolve_device
 from nado.errors import CheckpointError, ConfigError
-from nado.io import write_json_atomic
+from nado.io import save_torch_atomic, write_json_atomic
 from nado.twin.config import CONFIG_VERSION, TwinConfig
 from nado.twin.model import Twin
 
@@ -36,14 +35,7 @@ def save_twin(twin: Twin, path: str | os.PathLike, *, extra: dict | None = None)
         raise CheckpointError(f"{path}: the state_dict path must not end in .json (use e.g. twin.pt)")
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in twin.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_torch_atomic(path, state)
     meta = {"format": FORMAT, "version": CONFIG_VERSION, "config": twin.config.to_dict(),
             "state_file": path.name}
     if extra:

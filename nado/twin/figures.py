@@ -13,13 +13,7 @@ from typing import Any
 
 import numpy as np
 
-
-def _figure(w: float, h: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(w, h), dpi=110)
-    FigureCanvasAgg(fig)
-    return fig
+from ..io import new_figure, savefig_atomic
 
 
 def repeats_figure(ev: dict[str, Any], path: str | Path, *, n_examples: int = 3, channel: int = 0,
@@ -27,7 +21,7 @@ def repeats_figure(ev: dict[str, Any], path: str | Path, *, n_examples: int = 3,
     """Write the Fig. 2d-like PNG for ``n_examples`` held-out sequences; return its path."""
     device, inputs = ev["device"], ev["inputs"]
     n = min(n_examples, device.shape[0])
-    fig = _figure(4.0 * n, 5.0)
+    fig = new_figure(4.0 * n, 5.0)
     gs = fig.add_gridspec(2, n, height_ratios=[3, 1], hspace=0.08)
     t = np.arange(1, device.shape[2] + 1)
     for i in range(n):
@@ -53,13 +47,13 @@ def repeats_figure(ev: dict[str, Any], path: str | Path, *, n_examples: int = 3,
         axu.set_xlabel("step")
         if i == 0:
             axu.set_ylabel("input")
-    fig.savefig(path)
+    savefig_atomic(fig, path)
     return str(path)
 
 
 def error_figure(ev: dict[str, Any], path: str | Path) -> str:
     """Write NRMSE vs horizon, W1 per step and std ratio per step; return the path."""
-    fig = _figure(12.0, 3.6)
+    fig = new_figure(12.0, 3.6)
     axes = [fig.add_subplot(1, 3, i + 1) for i in range(3)]
     colors = {"ode": "orange", "sde": "black"}
     for kind, m in ev["metrics"].items():
@@ -81,5 +75,5 @@ def error_figure(ev: dict[str, Any], path: str | Path) -> str:
     for ax in axes:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
+    savefig_atomic(fig, path)
     return str(path)

@@ -19,12 +19,13 @@ windows are paired by condition.
    on with weight ``moment_weight`` as a regulariser.
 4. Model selection: every ``eval_every`` iterations of either phase the twin generates as many
    samples as there are repeats for each held-out sequence (``val_fraction`` of M) and the
-   state with the lowest mean marginal W1 to the held-out repeats is kept.
+   state with the lowest ``w1`` (:func:`nado.twin.metrics.w1`, the twin report's metric) to the
+   held-out repeats is kept.
 
 Measured on the emulated NRA (4000 x 20 dynamics, 100 x 20 repeats, SNR ~2.3): the best
 validation W1 is reached within the warm start and the WGAN phase holds it (no collapse over 600
 iterations; std ratio 0.85-0.9 throughout); on held-out repeats W1 is 2.1x (own metrics) to
-2.3x (``nado twin report``) smaller than the ODE twin's, std ratio 0.89-0.98. Defaults take
+2.3x (``nado twin report``, before the two shared one metrics module) smaller than the ODE twin's, std ratio 0.89-0.98. Defaults take
 15-40 s on one core.
 """
 from __future__ import annotations
@@ -44,7 +45,7 @@ from nado.twin.config import TwinConfig
 from nado.twin.data import split_indices
 from nado.twin.fit_ode import fit_ode
 from nado.twin.integrate import integrate
-from nado.twin.metrics import std_ratio, w1_marginal
+from nado.twin.metrics import std_ratio, w1
 from nado.twin.model import Twin, config_from_dataset, reset_samples_from_dataset
 
 
@@ -106,7 +107,7 @@ def fit_sde(dataset, ode_twin: Twin | None = None, config: TwinConfig | None = N
     """Fit a neural-SDE twin to ``dataset``'s repeats set; see the module docstring.
 
     Returns ``(twin, history)``; history: ``warm_loss``, ``critic_loss``, ``gen_loss`` per
-    iteration, ``val`` (list of ``{iter, w1, std_ratio}``, normalised units), ``best``,
+    iteration, ``val`` (list of ``{iter, w1, std_ratio}``, :mod:`nado.twin.metrics` on normalised units), ``best``,
     ``seconds`` and, when the ODE was fitted here, ``ode`` (its history). ``device``: where to
     fit (:func:`nado.device.resolve_device`); the twin is returned on it.
     """
@@ -164,9 +165,9 @@ def fit_sde(dataset, ode_twin: Twin | None = None, config: TwinConfig | None = N
         with torch.no_grad():
             fake = simulate(val_u, val_z0, generator(device, seed + 1))
             fake = fake.view(len(val_idx), n_rep, *fake.shape[1:])
-            w1, ratio = float(w1_marginal(val_real, fake)), float(std_ratio(val_real, fake))
-        history["val"].append({"iter": it, "phase": phase, "w1": w1, "std_ratio": ratio})
-        return w1
+            dist, ratio = w1(val_real, fake), std_ratio(val_real, fake)
+        history["val"].append({"iter": it, "phase": phase, "w1": dist, "std_ratio": ratio})
+        return dist
 
     g_params = [p for n, p in twin.named_parameters() if not n.startswith("f.")]
     groups = [{"params": g_params, "lr": lr}]
@@ -179,9 +180,9 @@ def fit_sde(dataset, ode_twin: Twin | None = None, config: TwinConfig | None = N
 
     def consider(it: int, phase: str) -> None:
         nonlocal best_w1, best_state
-        w1 = validate(it, phase)
-        if w1 < best_w1:
-            best_w1, best_state = w1, copy.deepcopy(twin.state_dict())
+        dist = validate(it, phase)
+        if dist < best_w1:
+            best_w1, best_state = dist, copy.deepcopy(twin.state_dict())
             history["best"] = history["val"][-1]
 
     bar = tqdm(total=warm_iters + gan_iters, desc="fit sde", disable=not progress, leave=False)

@@ -34,28 +34,12 @@ input part of the first layer is one matmul over all ``T`` steps before the loop
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-
-class Packed(NamedTuple):
-    """A twin's weights arranged for the step (built once per call; differentiable)."""
-
-    n_obs: int
-    n_delay: int
-    width: int
-    learned_delays: bool    # f also outputs residuals of the delay entries (paper's full f)
-    f_first: tuple          # (W_y^T (D, H), W_u^T (n_in, H), b (H,)): first layer of f
-    f_hidden: list          # [(W^T (H, H), b)]
-    f_out: tuple            # (W^T (H, n_obs), b)
-    g_first: tuple | None   # like f_first, or None for an ODE or noise=False
-    g_hidden: list
-    g_out: tuple | None     # (W^T (H, N_w), b)
-    a_mat_t: Tensor | None  # (N_a, n_obs): A^T
-    tau_inv: Tensor | None  # (N_a,)
+from ._fast import integrate_fast
+from ._packed import Diffusion, Packed
 
 
 def _fold(layers) -> list[tuple[Tensor, Tensor]]:
@@ -125,24 +109,6 @@ def heads(p: Packed, y: Tensor, pre: tuple) -> tuple[Tensor, Tensor | None]:
     return f, torch.addmm(p.g_out[1], hg, p.g_out[0])
 
 
-class _Diffusion(torch.autograd.Function):
-    """``softplus(v) * dw`` that saves one tensor, ``sigmoid(v) * dw``, for the backward pass
-    (autograd would save both ``v`` and ``dw``). ``dw`` gets no gradient."""
-
-    @staticmethod
-    def forward(ctx, v: Tensor, dw: Tensor) -> Tensor:
-        if ctx.needs_input_grad[1]:
-            raise ValueError("Brownian increments dw must not require grad")
-        if ctx.needs_input_grad[0]:
-            ctx.save_for_backward(torch.sigmoid(v) * dw)
-        return F.softplus(v) * dw
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        (d,) = ctx.saved_tensors
-        return grad * d, None
-
-
 def diffusion(v: Tensor) -> Tensor:
     """The diffusion ``g = softplus(v)`` (>= 0) from the raw head output ``v``."""
     return F.softplus(v)
@@ -201,7 +167,7 @@ def _sde_substep(p: Packed, y: Tensor, z: Tensor, a: Tensor, pre: tuple, dw: Ten
     f, v = heads(p, yy, pre)
     r = f[:, n:] if p.learned_delays else None
     fz, fa = drift_z(p, f[:, :n], a), drift_a(p, a)
-    gdw = _Diffusion.apply(v, dw)
+    gdw = Diffusion.apply(v, dw)
     gz, ga = gdw[:, :n], gdw[:, n:]
     z1 = z + fz * h + gz
     a1 = a + fa * h + ga
@@ -210,52 +176,49 @@ def _sde_substep(p: Packed, y: Tensor, z: Tensor, a: Tensor, pre: tuple, dw: Ten
     yy1 = z1 if p.n_delay == 0 else torch.cat([z1, y[:, n:]], 1)
     f1, v1 = heads(p, yy1, pre)
     fz1, fa1 = drift_z(p, f1[:, :n], a1), drift_a(p, a1)
-    gdw1 = _Diffusion.apply(v1, dw)
+    gdw1 = Diffusion.apply(v1, dw)
     z2 = z + ((fz + fz1) * h + gz + gdw1[:, :n]) * 0.5
     a2 = a + ((fa + fa1) * h + ga + gdw1[:, n:]) * 0.5
     return z2, a2, r
 
 
-_COMPILE = {"on": False, "sde": None, "ode": None}
-_FAST = {"on": True}    # nado.twin._fast for Euler with one step per sample (tests switch it off)
+_COMPILED: dict = {}    # torch.compile of the general steps, built on first use
 
 
-def use_compile(enabled: bool = True) -> None:
-    """Run each integration step through ``torch.compile`` (opt-in).
-
-    Fuses the step's elementwise work. For Euler with one step per sample this compiles the
-    packed step of :mod:`nado.twin._fast` (measured: at most ~10% faster than its eager form, so
-    eager stays the default). Measured for the general step on the shared 2-core machine: 2x faster
-    forward+backward in one run, no gain in another; the first call compiles (20 s to over a
-    minute) and each new batch shape may recompile. The unrolled loop itself is never compiled
-    (that is far slower). ``nado bench --only twin`` reports both paths.
-    """
-    _COMPILE["on"] = bool(enabled)
-    if enabled and _COMPILE["sde"] is None:
-        _COMPILE["sde"] = torch.compile(_sde_substep)
-        _COMPILE["ode"] = torch.compile(_ode_substep)
+def _compiled_steps():
+    if not _COMPILED:
+        _COMPILED["sde"] = torch.compile(_sde_substep)
+        _COMPILED["ode"] = torch.compile(_ode_substep)
+    return _COMPILED["sde"], _COMPILED["ode"]
 
 
 def integrate(p: Packed, u: Tensor, y0: Tensor, *, method: str, substeps: int = 1,
-              dw: Tensor | None = None) -> Tensor:
+              dw: Tensor | None = None, fast: bool = True, compile: bool = False) -> Tensor:
     """Integrate a twin over the inputs ``u``; returns the observable after each sample.
 
     u (B, T, n_in) normalised inputs; y0 (B, D) normalised embedded initial state;
     dw (T * substeps, B, N_w) Brownian increments (variance ``1 / substeps``) or None for the
     deterministic path (ODE, or SDE with noise off). Returns z (B, T, n_obs), normalised.
+
+    ``fast``: Euler with one step per sample (and Heun without noise, the same step) takes the
+    packed step of :mod:`nado.twin._fast`; False forces the general path (the same numbers to
+    float rounding). ``compile``: run each step through ``torch.compile`` (opt-in). It fuses
+    the step's elementwise work: for the packed step at most ~10% faster than eager, so eager
+    stays the default; for the general step 2x faster forward+backward in one run on the shared
+    2-core machine, no gain in another. The first call compiles (20 s to over a minute) and each
+    new batch shape may recompile; the unrolled loop itself is never compiled (far slower).
+    ``nado bench --only twin`` reports both paths.
     """
-    if _FAST["on"] and method in ("euler", "heun") and substeps == 1 \
+    if fast and method in ("euler", "heun") and substeps == 1 \
             and (method == "euler" or dw is None or p.g_out is None):
-        from nado.twin._fast import integrate_fast   # heun without noise is Euler here too
-        return integrate_fast(p, u, y0, dw)
+        return integrate_fast(p, u, y0, dw, compile=compile)
     n, h = p.n_obs, 1.0 / substeps
     steps = u.shape[1]
     pre = input_preactivation(p, u)
     y, out = y0, []
     sde = dw is not None and p.g_out is not None
     a = y0.new_zeros(y0.shape[0], p.tau_inv.shape[0]) if sde else None
-    sde_step = _COMPILE["sde"] if _COMPILE["on"] else _sde_substep
-    ode_step = _COMPILE["ode"] if _COMPILE["on"] else _ode_substep
+    sde_step, ode_step = _compiled_steps() if compile else (_sde_substep, _ode_substep)
     for t in range(steps):
         z, r = y[:, :n], None
         for k in range(substeps):

@@ -4,7 +4,7 @@
 may be missing) and a :class:`nado.data.dataset.Dataset`; it holds out the test split
 (:func:`nado.data.dataset.split_dataset` with ``split_seed``, the split ``nado fit``
 never trains on) and returns ``{kind: {mean_error, std_ratio, autocov_error, w1,
-nrmse_by_horizon}}`` (definitions in :mod:`nado.twin.report_metrics`), the objects a
+nrmse_by_horizon}}`` (definitions in :mod:`nado.twin.metrics`), the objects a
 scenario run puts under ``twins`` in ``results.json``.
 
 On every held-out repeated sequence (M sequences, R device repeats):
@@ -34,8 +34,8 @@ from ..data.dataset import Dataset, split_dataset
 from ..device import generator, to_device
 from ..errors import ConfigError, DatasetError
 from ..io import write_json_atomic
-from .report_metrics import (channel_scales, default_horizons, nrmse_by_horizon, per_step,
-                           repeat_metrics)
+from .metrics import (channel_scales, default_horizons, nrmse_by_horizon, per_step,
+                     repeat_metrics)
 
 KEYS = ("mean_error", "std_ratio", "autocov_error", "w1", "nrmse_by_horizon")
 _MAX_BATCH = 20000

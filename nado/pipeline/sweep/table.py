@@ -25,7 +25,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ...io import savefig_atomic, write_bytes_atomic
+from ...io import new_figure, savefig_atomic, write_bytes_atomic
 
 HEADLINE_TWIN = ("mean_error", "std_ratio", "autocov_error", "w1")
 
@@ -125,9 +125,6 @@ def write_figures(sweep, rows: list[dict[str, Any]], metrics: list[str]) -> list
     done = [r for r in rows if r["status"] == "done"]
     if not keys or not done or not metrics:
         return []
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     paths = []
     for key in keys:
         values = sweep.spec.grid[key]
@@ -137,7 +134,8 @@ def write_figures(sweep, rows: list[dict[str, Any]], metrics: list[str]) -> list
         n = len(metrics)
         ncol = min(3, n)
         nrow = math.ceil(n / ncol)
-        fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.2 * nrow), squeeze=False)
+        fig = new_figure(4.2 * ncol, 3.2 * nrow)
+        axes = fig.subplots(nrow, ncol, squeeze=False)
         for ax, m in zip(axes.flat, metrics):
             groups: dict[str, dict[float, list[float]]] = {}
             for r in done:
@@ -167,6 +165,5 @@ def write_figures(sweep, rows: list[dict[str, Any]], metrics: list[str]) -> list
         fig.tight_layout()
         path = sweep.out / f"fig_{key.replace('.', '_')}.png"
         savefig_atomic(fig, path, dpi=90)
-        plt.close(fig)
         paths.append(str(path))
     return paths
