@@ -11,14 +11,16 @@ A station is a TOML file::
     backend = "python:mypkg.driver:MyRig"   # a user's own class
 
 Each ``[rigs.NAME]`` table becomes ``Backend(name=NAME, **params)``, wrapped by
-``bridge.limits.guard(rig, limits)``. bridge reserves the keys ``backend`` and
-``limits``. Top-level tables other than ``rigs`` are kept for the server
+``bridge.limits.guard(rig, limits)``. bridge reserves the keys ``backend``,
+``limits`` and ``max_drive_elements`` (this rig's bound on input elements per drive,
+overriding ``[server] max_drive_elements``). Top-level tables other than ``rigs`` are kept for the server
 (``server``, ``security``) or name pools (``pools``); anything else is refused:
 
 - ``[security]``: CurveZMQ keys and the plain-transport policy (:mod:`bridge.auth`);
 - ``[server]``: ``RigServer`` settings ``queue_size``, ``cache_size``,
   ``cache_age_s``, ``cache_bytes``, ``max_message_bytes``, ``max_lease_s``,
-  ``heartbeat_s`` (see :func:`server_options`);
+  ``heartbeat_s``, ``max_drive_elements``, ``peer_queue``, ``peer_replies``, ``shutdown_s``
+  (see :func:`server_options` and ``bridge/PROTOCOL.md``, "Limits");
 - ``[pools.NAME]``: a pool of rigs of one kind on several servers, for clients
   (``members = [{endpoint = "tcp://...", rig = "nra"}, ...]``, optional ``timeout_s``,
   ``retries``, ``chunk``, ``down_s``), checked by :func:`bridge.pool.parse_pools` and
@@ -51,7 +53,7 @@ from .errors import BridgeError, StationError
 from .limits import describe_rig_line, guard
 
 ENTRY_POINT_GROUP = "bridge.backends"
-RESERVED = ("backend", "limits")
+RESERVED = ("backend", "limits", "max_drive_elements")
 TOP_LEVEL = ("rigs", "server", "security", "pools")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -64,6 +66,7 @@ class RigSpec:
     backend: str
     params: dict[str, Any] = field(default_factory=dict)
     limits: dict[str, Any] | None = None
+    max_drive_elements: int | None = None   # this rig's bound on input elements per drive
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,11 @@ def parse_station(data: dict[str, Any], path: str | None = None) -> Station:
         params = {k: v for k, v in table.items() if k not in RESERVED}
         if "name" in params:
             raise StationError(f"{where}: rigs.{name}.name is implied by the table name; remove the key")
-        specs.append(RigSpec(name, backend, params, limits))
+        most = table.get("max_drive_elements")
+        if most is not None and (isinstance(most, bool) or not isinstance(most, int) or most < 1):
+            raise StationError(f"{where}: rigs.{name}.max_drive_elements must be an int >= 1 (input "
+                               f"elements B * T * n_in per drive), got {most!r}")
+        specs.append(RigSpec(name, backend, params, limits, most))
     settings = {k: v for k, v in data.items() if k not in ("rigs", "pools")}
     return Station(path=path, rigs=tuple(specs), settings=settings, pools=pools)
 
@@ -227,7 +234,8 @@ def _close(rig: Any) -> None:
 
 
 SERVER_KEYS = {"queue_size": int, "cache_size": int, "cache_age_s": float, "cache_bytes": int,
-               "max_message_bytes": int, "max_lease_s": float, "heartbeat_s": float}
+               "max_message_bytes": int, "max_lease_s": float, "heartbeat_s": float,
+               "max_drive_elements": int, "peer_queue": int, "peer_replies": int, "shutdown_s": float}
 
 
 def server_options(station: Station) -> dict[str, Any]:
@@ -248,6 +256,9 @@ def server_options(station: Station) -> dict[str, Any]:
         opts[key] = kind(value)
     base = Path(station.path).parent if station.path else None
     opts["security"] = Security.from_settings(station.settings, base)
+    per_rig = {s.name: s.max_drive_elements for s in station.rigs if s.max_drive_elements is not None}
+    if per_rig:
+        opts["rig_max_drive_elements"] = per_rig
     return opts
 
 
