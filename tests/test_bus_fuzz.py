@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from bridge import RigServer
 from bridge.backends.testrigs import EchoRig
 
+pytestmark = pytest.mark.e2e   # starts processes or runs for seconds (make test-fast skips it)
+
 SETTINGS = settings(max_examples=100, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 

@@ -10,6 +10,8 @@ from bridge import RigClient, RigServer
 from bridge.errors import ProtocolError, RigError, RigUnavailable
 from bridge.backends.testrigs import EchoRig, LeakyRig
 
+pytestmark = pytest.mark.e2e   # starts processes or runs for seconds (make test-fast skips it)
+
 _ids = itertools.count()
 U = np.zeros((1, 4, 1))
 
@@ -58,9 +60,11 @@ def test_unlock_by_another_client_is_refused(two_clients):
 
 def test_expired_lease_frees_the_rig_and_makes_it_safe(two_clients):
     server, rigs, alice, bob = two_clients
+    now = [time.monotonic()]
+    server._leases.clock = lambda: now[0]                # an injected clock, seconds
     alice.lock(0.3)
     safe_before = rigs["a"].make_safe_calls
-    time.sleep(0.9)
+    now[0] += 0.9
     bob.drive(U)                                         # the lease ran out: bob may drive
     deadline = time.monotonic() + 2
     while rigs["a"].make_safe_calls == safe_before and time.monotonic() < deadline:

@@ -2,9 +2,10 @@
 
 - ``cross_peer_leaks``: N tries in which peer B resends peer A's request id with other
   inputs and seed on a leaky rig; a leak is a reply to B equal to A's outputs. Target 0.
-- ``peak_rss_ratio``: the server's peak resident memory growth during a maximal allowed drive
-  (``max_drive_elements`` elements, float64, echo rig, in a ``nado rig serve`` process)
-  divided by the request plus reply bytes. Target <= 4.
+- ``peak_rss_ratio``: the server's peak resident memory growth (sampled every millisecond from
+  ``/proc/self/statm`` in the server process) during a maximal allowed drive
+  (``max_drive_elements`` elements, float64, echo rig, in a rig server process) divided by the
+  request plus reply bytes. Target <= 4.
 - ``sigterm_to_safe_s``: seconds from SIGTERM to the server's exit, during a drive of about
   20 s on the realtime emulated NRA; the rig must report ``make_safe`` and ``close``. The
   documented bound is ``shutdown_s`` (5 s) plus the rig's own ramp-down. Target <= 6 s.
@@ -37,7 +38,7 @@ from . import target
 SECTION = "security"
 
 _SERVE = """
-import resource, sys, threading
+import os, sys, threading
 from bridge.server import RigServer
 from bridge.backends.testrigs import EchoRig
 from emulator.nra import NRARig
@@ -52,10 +53,22 @@ class Marked(NRARig):
         print("closed", flush=True)
 rigs = {"echo": EchoRig(), "nra": Marked(clock="realtime", speed=1.0)}
 server = RigServer(rigs, sys.argv[1], shutdown_s=5.0)
-def rss():
+PAGE = os.sysconf("SC_PAGE_SIZE")
+peak = [0]
+def now():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+def sample():   # the resident set, every millisecond: its peak since the last reset
+    stop = threading.Event()
+    while not stop.wait(0.001):
+        peak[0] = max(peak[0], now())
+def commands():
     for line in sys.stdin:
-        print("rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, flush=True)
-threading.Thread(target=rss, daemon=True).start()
+        if line.strip() == "reset":
+            peak[0] = now()
+        print("rss", now(), peak[0], flush=True)
+threading.Thread(target=sample, daemon=True).start()
+threading.Thread(target=commands, daemon=True).start()
 print("ready", flush=True)
 server.serve_forever()
 """
@@ -115,11 +128,12 @@ def _serve(workdir: Path) -> tuple[subprocess.Popen, str]:
     return proc, endpoint
 
 
-def _rss(proc: subprocess.Popen) -> int:
-    proc.stdin.write("?\n")
+def _rss(proc: subprocess.Popen, command: str = "?") -> tuple[int, int]:
+    """(resident bytes now, peak since the last ``reset``) of the server process."""
+    proc.stdin.write(command + "\n")
     proc.stdin.flush()
     line = proc.stdout.readline().split()
-    return int(line[1])
+    return int(line[1]), int(line[2])
 
 
 def memory_and_shutdown(quick: bool) -> dict[str, Any]:
@@ -131,11 +145,11 @@ def memory_and_shutdown(quick: bool) -> dict[str, Any]:
             warm = np.zeros((1, 1024, 1))
             sock.send_multipart(_drive("echo", warm, uuid.uuid4().hex, None))
             sock.recv_multipart()
-            before = _rss(proc)
+            before, _ = _rss(proc, "reset")
             x = np.random.default_rng(2).uniform(-1, 1, (1, MAX_DRIVE_ELEMENTS, 1))
             sock.send_multipart(_drive("echo", x, uuid.uuid4().hex, None), copy=False)
             ok = msgpack.unpackb(sock.recv_multipart()[0])["ok"]
-            peak = _rss(proc)
+            _, peak = _rss(proc)
             moved = 2 * x.nbytes
             # a long drive, then SIGTERM
             sock.send_multipart(_drive("nra", np.full((1, 1280, 1), 40.0), uuid.uuid4().hex, 1))
