@@ -133,8 +133,12 @@ class RigClient:
             if (arr := np.asarray(inputs)).dtype.kind not in "fiu":
                 raise BadInput(f"inputs must be numeric, got dtype {arr.dtype}")
             arr = P.wire_array(arr)
-        res = self.request(P.DRIVE, rig=rig or self.rig or self._rig(None),
-                           args={"inputs": arr, "reset": bool(reset), "seed": check_seed(seed)})
+        rig = rig or self.rig or self._rig(None)
+        rid = self._new_id()
+        head = P.request(P.DRIVE, rid, rig, {"inputs": P.array_ref(0, arr), "reset": bool(reset),
+                                             "seed": check_seed(seed)})
+        head[P.CLIENT_KEY] = self.session
+        res = self._roundtrip([P.pack_header(head), arr], rid, P.DRIVE, rig)
         out, init, t = res.get("outputs"), res.get("initial"), res.get("instrument_s")
         if not (isinstance(out, np.ndarray) and isinstance(init, np.ndarray) and isinstance(t, (int, float))):
             raise ProtocolError(P.BAD_REQUEST, f"malformed drive reply from {self.endpoint}: {sorted(res)}")
