@@ -398,7 +398,8 @@ def _hostname() -> str:
 class Heartbeat(threading.Thread):
     """Renews a lease every ``renew_s`` from its own socket (same session and peer) until stopped.
 
-    Behind :meth:`RigClient.lease`; a failed renewal is kept in ``error``.
+    Behind :meth:`RigClient.lease`; a failed renewal is kept in ``error``; ``renewed`` is
+    released once per renewal (wait on it to order work after renewals).
     """
 
     def __init__(self, owner: RigClient, rig: str, lease_s: float, renew_s: float) -> None:
@@ -410,6 +411,7 @@ class Heartbeat(threading.Thread):
                                 peer_id=owner.peer_id)
         self.error: BaseException | None = None
         self.renewals = 0
+        self.renewed = threading.Semaphore(0)
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -418,6 +420,7 @@ class Heartbeat(threading.Thread):
                 try:
                     self.client.lock(self.lease_s)
                     self.renewals += 1
+                    self.renewed.release()
                 except (RigError, RigTimeout, RigUnavailable) as exc:
                     self.error = exc
                     log.warning("lease renewal of rig %s failed: %s", self.rig, exc)
