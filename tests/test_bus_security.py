@@ -357,3 +357,34 @@ def test_depth_limit_holds_under_unknown_keys_and_repeats_are_bounded(bus):
         assert all(h["ok"] for h in late) and gate.drive_calls == 1
     finally:
         sock.close(linger=0)
+
+
+def test_shutdown_stops_a_daq_drive_and_ramps_the_coils_down():
+    """The DAQ rig behind a server: close() interrupts the drive between experiments, then makes it safe."""
+    from bridge.backends.daq.fake import FakeTaskFactory
+    from bridge.backends.daq.nra import DaqNRARig
+    from bridge.limits import guard
+    from emulator.nra import NRARig
+
+    cal = [12.0, 12.0]
+    nra = NRARig(seed=5)
+
+    def device(amps):   # the acquisition waits until the server asks the drive to stop
+        started.set()
+        daq._abort.wait(30)
+        return nra.drive(np.clip(amps, 0.0, 80.0)[None, :, None], seed=5).outputs[0, :, 0]
+
+    started = threading.Event()
+    fake = FakeTaskFactory(device, oe_per_volt=cal)
+    daq = DaqNRARig("nra", oe_per_volt=cal, task_factory=fake)
+    rig = guard(daq, {"max_field_oe": 80.0, "max_coil_v": 8.0, "max_slew_oe_per_s": 150000.0})
+    srv = RigServer({"nra": rig}, f"inproc://daq-{uuid.uuid4().hex}", shutdown_s=5.0).start()
+    sock = raw_socket(srv.endpoints[0])
+    try:
+        sock.send_multipart(drive_frames("nra", np.full((3, 2, 1), 30.0)))
+        assert started.wait(30)
+        srv.close()
+    finally:
+        sock.close(linger=0)
+    assert srv.unsafe == {} and np.all(fake.ao_now == 0.0)
+    assert srv.status()["rigs"]["nra"]["drives"] == 1
