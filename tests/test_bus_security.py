@@ -31,6 +31,7 @@ from bridge import RigServer
 from bridge.auth import Security, generate
 from bridge.backends.testrigs import EchoRig, LeakyRig
 from bridge.server import MAX_JOINED
+from nado.bench.security import SERVE   # the marked rig server (echo + realtime NRA)
 from _raw import drive_frames, peer_id, raw_call, raw_socket, reply
 
 
@@ -118,35 +119,13 @@ def test_a_running_id_is_not_joined_by_another_peer_and_a_lease_still_holds(bus)
 
 # ---- 2. shutdown makes the rig safe ----------------------------------------------------------------
 
-SERVE_LONG = """
-import sys
-from bridge.server import RigServer
-from emulator.nra import NRARig
-class Marked(NRARig):
-    def drive(self, *a, **k):
-        print("driving", flush=True)
-        return super().drive(*a, **k)
-    def make_safe(self):
-        super().make_safe()
-        print("made safe", flush=True)
-        if sys.argv[2] == "fail":
-            raise RuntimeError("coil supply does not answer")
-    def close(self):
-        print("closed", flush=True)
-rig = Marked(clock="realtime", speed=1.0)
-server = RigServer({"nra": rig}, sys.argv[1], shutdown_s=5.0)
-print("ready", flush=True)
-server.serve_forever()
-print("stopped", flush=True)
-"""
-
-
 @pytest.mark.e2e
 @pytest.mark.parametrize("make_safe", ["ok", "fail"])
 def test_sigterm_during_a_long_drive_makes_the_rig_safe(tmp_path, make_safe):
     endpoint = f"ipc://{tmp_path}/long.sock"
-    proc = subprocess.Popen([sys.executable, "-c", SERVE_LONG, endpoint, make_safe], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen([sys.executable, "-c", SERVE, endpoint, make_safe], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
     sock = None
     try:
         assert proc.stdout.readline().strip() == "ready"

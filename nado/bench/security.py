@@ -38,7 +38,11 @@ from . import target
 
 SECTION = "security"
 
-_SERVE = """
+# A rig server process: echo rig "echo" and a realtime emulated NRA "nra" that prints what it
+# is asked to do ("driving", "made safe", "closed"); argv: endpoint, then "ok" or "fail" (its
+# make_safe fails); stdin: "?" or "reset" -> "rss NOW PEAK" (resident bytes). Also used by
+# tests/test_bus_security.py.
+SERVE = """
 import os, sys, threading
 from bridge.server import RigServer
 from bridge.backends.testrigs import EchoRig
@@ -50,6 +54,8 @@ class Marked(NRARig):
     def make_safe(self):
         super().make_safe()
         print("made safe", flush=True)
+        if sys.argv[2] == "fail":
+            raise RuntimeError("coil supply does not answer")
     def close(self):
         print("closed", flush=True)
 rigs = {"echo": EchoRig(), "nra": Marked(clock="realtime", speed=1.0)}
@@ -72,6 +78,7 @@ threading.Thread(target=sample, daemon=True).start()
 threading.Thread(target=commands, daemon=True).start()
 print("ready", flush=True)
 server.serve_forever()
+print("stopped", flush=True)
 """
 
 
@@ -121,7 +128,7 @@ def cross_peer_leaks(n: int) -> dict[str, Any]:
 
 def _serve(workdir: Path) -> tuple[subprocess.Popen, str]:
     endpoint = f"ipc://{workdir}/sec.sock"
-    proc = subprocess.Popen([sys.executable, "-c", _SERVE, endpoint], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", SERVE, endpoint, "ok"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     if proc.stdout.readline().strip() != "ready":
         proc.kill()
