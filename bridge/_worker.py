@@ -55,17 +55,18 @@ class RigWorker(threading.Thread):
     """Runs one rig's requests one at a time; replies go back through an inproc PUSH.
 
     ``lease_check(rig, owner) -> str | None``: the message of a lease that keeps
-    ``owner`` from driving now (None: go ahead). ``context`` and ``results_ep``:
+    ``owner`` from driving now (None: go ahead); ``leases``: the server's lease table
+    (a dict, read only; empty: no lease to check). ``context`` and ``results_ep``:
     where to push results.
     """
 
     def __init__(self, name: str, rig: Any, description: dict, *, context: zmq.Context, results_ep: str,
-                 lease_check: Callable[[str, tuple], str | None],
+                 lease_check: Callable[[str, tuple], str | None], leases: dict,
                  endpoint: Callable[[], str | None] = lambda: None) -> None:
         super().__init__(name=f"rig-{name}", daemon=True)
         self.endpoint = endpoint       # the server's first bound endpoint (DataKeys' source), once bound
         self.rig_name, self.rig, self.description = name, rig, description
-        self.context, self.results_ep, self.lease_check = context, results_ep, lease_check
+        self.context, self.results_ep, self.lease_check, self.leases = context, results_ep, lease_check, leases
         self.jobs: queue.Queue = queue.Queue()
         self.waiting = 0      # requests queued or running (touched by the loop thread only)
         self.drives = 0       # drives executed
@@ -133,7 +134,7 @@ class RigWorker(threading.Thread):
             if op == P.DRIVE:
                 x = args["inputs"]
                 n = x.size if type(x) is np.ndarray else 1
-                blocked = self.lease_check(self.rig_name, owner)
+                blocked = self.lease_check(self.rig_name, owner) if self.leases else None
                 if blocked is not None:
                     return P.BUSY, P.error_frames(rid, P.BUSY, blocked), ""
                 try:
@@ -204,7 +205,8 @@ class RigWorker(threading.Thread):
         t = float(res.instrument_s)
         if not 0 <= t < math.inf:
             raise RigError(P.RIG_FAULT, f"rig '{self.rig_name}' returned instrument_s={t}")
-        return P.encode(P.reply_ok(rid, {"outputs": out, "initial": init, "instrument_s": t}))
+        head = P.reply_ok(rid, {"outputs": P.array_ref(0, out), "initial": P.array_ref(1, init), "instrument_s": t})
+        return [P.pack_header(head), out, init]
 
 
 def _f8(a: Any) -> np.ndarray:

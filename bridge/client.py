@@ -133,8 +133,12 @@ class RigClient:
             if (arr := np.asarray(inputs)).dtype.kind not in "fiu":
                 raise BadInput(f"inputs must be numeric, got dtype {arr.dtype}")
             arr = P.wire_array(arr)
-        res = self.request(P.DRIVE, rig=rig or self.rig or self._rig(None),
-                           args={"inputs": arr, "reset": bool(reset), "seed": check_seed(seed)})
+        rig = rig or self.rig or self._rig(None)
+        rid = self._new_id()
+        head = P.request(P.DRIVE, rid, rig, {"inputs": P.array_ref(0, arr), "reset": bool(reset),
+                                             "seed": check_seed(seed)})
+        head[P.CLIENT_KEY] = self.session
+        res = self._roundtrip([P.pack_header(head), arr], rid, P.DRIVE, rig)
         out, init, t = res.get("outputs"), res.get("initial"), res.get("instrument_s")
         if not (isinstance(out, np.ndarray) and isinstance(init, np.ndarray) and isinstance(t, (int, float))):
             raise ProtocolError(P.BAD_REQUEST, f"malformed drive reply from {self.endpoint}: {sorted(res)}")
@@ -394,7 +398,8 @@ def _hostname() -> str:
 class Heartbeat(threading.Thread):
     """Renews a lease every ``renew_s`` from its own socket (same session and peer) until stopped.
 
-    Behind :meth:`RigClient.lease`; a failed renewal is kept in ``error``.
+    Behind :meth:`RigClient.lease`; a failed renewal is kept in ``error``; ``renewed`` is
+    released once per renewal (wait on it to order work after renewals).
     """
 
     def __init__(self, owner: RigClient, rig: str, lease_s: float, renew_s: float) -> None:
@@ -406,6 +411,7 @@ class Heartbeat(threading.Thread):
                                 peer_id=owner.peer_id)
         self.error: BaseException | None = None
         self.renewals = 0
+        self.renewed = threading.Semaphore(0)
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -414,6 +420,7 @@ class Heartbeat(threading.Thread):
                 try:
                     self.client.lock(self.lease_s)
                     self.renewals += 1
+                    self.renewed.release()
                 except (RigError, RigTimeout, RigUnavailable) as exc:
                     self.error = exc
                     log.warning("lease renewal of rig %s failed: %s", self.rig, exc)

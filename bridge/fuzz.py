@@ -66,11 +66,17 @@ class FuzzReport:
     invalid_at_rig: int = 0
     internal_errors: int = 0
     crashes: int = 0          # server loop thread died or stopped answering
+    expected: int = 0         # messages that must be answered (all but a lone empty frame)
+    answered: int = 0         # replies received
+
+    @property
+    def unanswered(self) -> int:
+        return self.expected - self.answered
 
     @property
     def ok(self) -> bool:
         return (self.crashes == 0 and self.invalid_at_rig == 0 and self.internal_errors == 0
-                and self.probes_answered == self.probes)
+                and self.probes_answered == self.probes and self.unanswered == 0)
 
 
 def _random_value(rng: np.random.Generator, depth: int = 0) -> Any:
@@ -170,13 +176,18 @@ def _probe(sock: zmq.Socket, timeout_s: float = 5.0) -> bool:
     return False
 
 
-def run(seconds: float = 10.0, *, seed: int = 0, tcp: bool = False, probe_every: int = 50) -> FuzzReport:
-    """Fuzz a fresh server for ``seconds``; return the :class:`FuzzReport`."""
+def run(seconds: float = 10.0, *, seed: int = 0, tcp: bool = False, probe_every: int = 50,
+        messages: int | None = None) -> FuzzReport:
+    """Fuzz a fresh server for ``seconds`` (or ``messages`` messages); return the :class:`FuzzReport`.
+
+    Every message but a lone empty frame (a REQ delimiter with nothing after it, dropped by the
+    protocol) must be answered: the replies are counted (``unanswered`` = expected - received).
+    """
     rng = np.random.default_rng(seed)
     rig = StrictEcho()
     ctx = zmq.Context.instance()
     server = RigServer({"echo": rig}, "tcp://127.0.0.1:*" if tcp else f"inproc://fuzz-{uuid.uuid4().hex}",
-                       max_lease_s=1.0).start()
+                       max_lease_s=1.0, peer_replies=1 << 20, peer_queue=1 << 20).start()
     fuzzer, probe = ctx.socket(zmq.DEALER), ctx.socket(zmq.DEALER)
     rep = FuzzReport()
     try:
@@ -184,11 +195,14 @@ def run(seconds: float = 10.0, *, seed: int = 0, tcp: bool = False, probe_every:
             s.setsockopt(zmq.LINGER, 0)
             s.connect(server.endpoints[0])
         t0 = time.monotonic()
-        while time.monotonic() - t0 < seconds:
-            fuzzer.send_multipart(_message(rng))
+        while (rep.inputs < messages) if messages is not None else (time.monotonic() - t0 < seconds):
+            msg = _message(rng)
+            fuzzer.send_multipart(msg)
             rep.inputs += 1
+            rep.expected += not (len(msg) == 1 and len(msg[0]) == 0)
             while fuzzer.poll(0):
                 fuzzer.recv_multipart()
+                rep.answered += 1
             if rep.inputs % probe_every == 0:
                 rep.probes += 1
                 alive = _probe(probe) and server._thread is not None and server._thread.is_alive()
@@ -196,6 +210,9 @@ def run(seconds: float = 10.0, *, seed: int = 0, tcp: bool = False, probe_every:
                 if not alive:
                     rep.crashes += 1
                     break
+        while rep.answered < rep.expected and fuzzer.poll(5000):   # the last replies
+            fuzzer.recv_multipart()
+            rep.answered += 1
         rep.seconds = time.monotonic() - t0
     finally:
         fuzzer.close(linger=0)
@@ -218,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     rep = run(args.seconds, seed=args.seed, tcp=args.tcp)
     print(f"fuzz: {rep.inputs} inputs ({rep.handled} handled) in {rep.seconds:.1f} s, {rep.crashes} crashes, "
           f"{rep.internal_errors} internal errors, {rep.invalid_at_rig} invalid calls at the rig "
-          f"({rep.rig_calls} valid drives reached it), probes answered {rep.probes_answered}/{rep.probes}: "
+          f"({rep.rig_calls} valid drives reached it), {rep.unanswered} unanswered, "
+          f"probes answered {rep.probes_answered}/{rep.probes}: "
           f"{'OK' if rep.ok else 'FAILED'}")
     print(asdict(rep))
     return 0 if rep.ok else 1

@@ -70,7 +70,7 @@ from .client import RigClient
 from .errors import BadInput, BridgeError, OutOfRange, ProtocolError, RigUnavailable, StationError
 from .pool_config import (POOL_KEYS, Member, chunk_seed, member_from, parse_pool, parse_pools,
                           reference_drive, split_counts)
-from .rig import DriveResult
+from .rig import DriveResult, check_seed
 
 __all__ = ["RigPool", "PoolMismatch", "MemberHooks", "Member", "IDENTITY_KEYS", "POOL_KEYS",
            "chunk_seed", "reference_drive", "split_counts", "parse_pool", "parse_pools", "load_pool"]
@@ -267,9 +267,7 @@ class RigPool:
         if x.dtype.kind not in "fiu" or x.ndim != 3 or x.shape[0] == 0:
             raise BadInput(f"inputs must be a numeric (B, T, n_in) array with B >= 1, got "
                            f"{x.dtype} {x.shape}")
-        if seed is not None and (isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer))
-                                 or seed < 0):
-            raise BadInput(f"seed must be None or an int >= 0, got {seed!r}")
+        seed = check_seed(seed)
         if self._description is None:
             self.connect()
         B = x.shape[0]

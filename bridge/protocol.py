@@ -33,7 +33,7 @@ import zmq
 from zmq.backend import Socket as _ZmqSocket
 
 from .errors import BadInput, ProtocolError
-from .rig import check_seed
+from .rig import SEED_END, check_seed
 
 VERSION = 1
 
@@ -104,8 +104,14 @@ def unpack_header(data: bytes | memoryview) -> dict[str, Any]:
         raise ProtocolError(BAD_REQUEST, f"header is not valid msgpack ({type(exc).__name__}: {exc})") from None
     if not isinstance(obj, dict):
         raise ProtocolError(BAD_REQUEST, f"header must be a msgpack map, got {type(obj).__name__}")
-    check_depth(obj)
+    if len(bytes(data).translate(None, _NOT_CONTAINER)) > MAX_DEPTH:   # else it cannot nest deeper
+        check_depth(obj)
     return obj
+
+
+# Every nesting level needs its own map/array marker byte: a header with at most MAX_DEPTH bytes
+# that could be one (fixmap, fixarray, map16/32, array16/32) cannot nest deeper than MAX_DEPTH.
+_NOT_CONTAINER = bytes(b for b in range(256) if not (0x80 <= b <= 0x9F or b in (0xDC, 0xDD, 0xDE, 0xDF)))
 
 
 def check_depth(obj: Any) -> None:
@@ -171,27 +177,33 @@ def encode(header: dict[str, Any]) -> list[Any]:
     """Frames ``[header_bytes, buf_0, ...]`` for ``header``; numpy arrays become ``$nd`` refs.
 
     The buffers are the arrays themselves (C-contiguous, little-endian), so send
-    them with ``send_multipart(frames, copy=False)`` for zero-copy.
+    them with ``send_multipart(frames, copy=False)`` for zero-copy. A header that
+    already holds its references (:func:`array_ref`) needs only :func:`pack_header`.
     """
     bufs: list[np.ndarray] = []
-    scalars = _SCALARS
-
-    def walk(obj: Any, depth: int) -> Any:
-        t = type(obj)
-        if t is np.ndarray:
-            arr = wire_array(obj)
-            bufs.append(arr)
-            return {ND_KEY: len(bufs) - 1, "dtype": arr.dtype.str, "shape": list(arr.shape)}
-        if depth > MAX_DEPTH:
-            raise ProtocolError(INTERNAL, f"header nests deeper than {MAX_DEPTH}")
-        if t is dict or isinstance(obj, dict):
-            return {k: v if type(v) in scalars else walk(v, depth + 1) for k, v in obj.items()}
-        if t is list or t is tuple:
-            return [v if type(v) in scalars else walk(v, depth + 1) for v in obj]
-        return obj
-
-    head = walk(header, 0)
+    head = _encode_walk(header, bufs, 0)
     return [pack_header(head), *bufs]
+
+
+def array_ref(i: int, arr: np.ndarray) -> dict[str, Any]:
+    """The ``$nd`` reference to ``arr`` sent as buffer frame ``i`` (``arr`` from :func:`wire_array`)."""
+    return {ND_KEY: i, "dtype": arr.dtype.str, "shape": list(arr.shape)}
+
+
+def _encode_walk(obj: Any, bufs: list, depth: int) -> Any:
+    t = type(obj)
+    if t is np.ndarray:
+        arr = wire_array(obj)
+        bufs.append(arr)
+        return array_ref(len(bufs) - 1, arr)
+    if depth > MAX_DEPTH:
+        raise ProtocolError(INTERNAL, f"header nests deeper than {MAX_DEPTH}")
+    scalars = _SCALARS
+    if t is dict or isinstance(obj, dict):
+        return {k: v if type(v) in scalars else _encode_walk(v, bufs, depth + 1) for k, v in obj.items()}
+    if t is list or t is tuple:
+        return [v if type(v) in scalars else _encode_walk(v, bufs, depth + 1) for v in obj]
+    return obj
 
 
 def _frame_buffer(frame: Any) -> memoryview:
@@ -329,10 +341,12 @@ def check_args(op: str, args: dict, max_lease_s: float = 3600.0) -> None:
                                          "({$nd, dtype, shape}), not a msgpack value")
     if not isinstance(args.get("reset", True), bool):
         raise ProtocolError(BAD_REQUEST, f"args.reset must be a bool, got {args['reset']!r:.80}")
-    try:
-        check_seed(args.get("seed"))
-    except BadInput as exc:
-        raise ProtocolError(BAD_REQUEST, f"args.{exc.message}") from None
+    seed = args.get("seed")
+    if seed is not None and type(seed) is not int or seed is not None and not 0 <= seed < SEED_END:
+        try:
+            check_seed(seed)
+        except BadInput as exc:
+            raise ProtocolError(BAD_REQUEST, f"args.{exc.message}") from None
 
 
 # ---- headers -------------------------------------------------------------------------------

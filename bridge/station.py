@@ -10,15 +10,19 @@ A station is a TOML file::
     [rigs.mine]
     backend = "python:mypkg.driver:MyRig"   # a user's own class
 
-Each ``[rigs.NAME]`` table becomes ``Backend(name=NAME, **params)``, wrapped by
-``bridge.limits.guard(rig, limits)``. bridge reserves the keys ``backend`` and
-``limits``. Top-level tables other than ``rigs`` are kept for the server
+The file is validated by pydantic models (:class:`StationFile`, :class:`RigTable`,
+:class:`ServerTable`); their first error becomes one :class:`StationError` line naming the key
+(``rigs.NAME.backend``, ``[server] queue_size``). Each ``[rigs.NAME]`` table becomes ``Backend(name=NAME, **params)``, wrapped by
+``bridge.limits.guard(rig, limits)``. bridge reserves the keys ``backend``,
+``limits`` and ``max_drive_elements`` (this rig's bound on input elements per drive,
+overriding ``[server] max_drive_elements``). Top-level tables other than ``rigs`` are kept for the server
 (``server``, ``security``) or name pools (``pools``); anything else is refused:
 
 - ``[security]``: CurveZMQ keys and the plain-transport policy (:mod:`bridge.auth`);
 - ``[server]``: ``RigServer`` settings ``queue_size``, ``cache_size``,
   ``cache_age_s``, ``cache_bytes``, ``max_message_bytes``, ``max_lease_s``,
-  ``heartbeat_s`` (see :func:`server_options`);
+  ``heartbeat_s``, ``max_drive_elements``, ``peer_queue``, ``peer_replies``, ``shutdown_s``
+  (see :func:`server_options` and ``bridge/PROTOCOL.md``, "Limits");
 - ``[pools.NAME]``: a pool of rigs of one kind on several servers, for clients
   (``members = [{endpoint = "tcp://...", rig = "nra"}, ...]``, optional ``timeout_s``,
   ``retries``, ``chunk``, ``down_s``), checked by :func:`bridge.pool.parse_pools` and
@@ -47,11 +51,13 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
 from .errors import BridgeError, StationError
 from .limits import describe_rig_line, guard
 
 ENTRY_POINT_GROUP = "bridge.backends"
-RESERVED = ("backend", "limits")
+RESERVED = ("backend", "limits", "max_drive_elements")
 TOP_LEVEL = ("rigs", "server", "security", "pools")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -64,6 +70,7 @@ class RigSpec:
     backend: str
     params: dict[str, Any] = field(default_factory=dict)
     limits: dict[str, Any] | None = None
+    max_drive_elements: int | None = None   # this rig's bound on input elements per drive
 
 
 @dataclass(frozen=True)
@@ -95,37 +102,119 @@ def load_station(path: str | Path | None) -> Station:
     return parse_station(data, str(p))
 
 
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class RigTable(BaseModel):
+    """One ``[rigs.NAME]`` table: ``backend`` (required), the reserved ``limits`` and
+    ``max_drive_elements``; every other key is a backend parameter."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    backend: str = Field(min_length=1)
+    limits: dict[str, Any] | None = None
+    max_drive_elements: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _no_name(self) -> "RigTable":
+        if "name" in (self.model_extra or {}):
+            raise ValueError("name_key")
+        return self
+
+
+class ServerTable(_Strict):
+    """``[server]``: :class:`bridge.server.RigServer` settings (counts >= 0, seconds >= 0)."""
+
+    queue_size: int | None = Field(default=None, ge=0)
+    cache_size: int | None = Field(default=None, ge=0)
+    cache_age_s: float | None = Field(default=None, ge=0)
+    cache_bytes: int | None = Field(default=None, ge=0)
+    max_message_bytes: int | None = Field(default=None, ge=0)
+    max_lease_s: float | None = Field(default=None, ge=0)
+    heartbeat_s: float | None = Field(default=None, ge=0)
+    max_drive_elements: int | None = Field(default=None, ge=1)
+    peer_queue: int | None = Field(default=None, ge=1)
+    peer_replies: int | None = Field(default=None, ge=1)
+    shutdown_s: float | None = Field(default=None, ge=0)
+
+    @field_validator("cache_age_s", "max_lease_s", "heartbeat_s", "shutdown_s", mode="before")
+    @classmethod
+    def _int_is_float(cls, v: Any) -> Any:   # TOML writes 5 for 5.0 seconds
+        return float(v) if type(v) is int else v
+
+
+class StationFile(_Strict):
+    """A station file's top level. ``[server]`` is checked (:class:`ServerTable`) when a server is
+    made from it (:func:`server_options`), ``[security]`` by :mod:`bridge.auth`, ``[pools]`` by
+    :mod:`bridge.pool_config`: a client-side file may carry settings only its server reads."""
+
+    rigs: dict[str, RigTable] | None = None
+    server: Any = None
+    security: Any = None
+    pools: Any = None
+
+
+def _station_error(where: str, data: dict[str, Any], err: ValidationError) -> StationError:
+    """One line naming the key (``rigs.NAME.key``, ``[server] key``) for pydantic's first error."""
+    e = err.errors()[0]
+    loc, kind = tuple(e["loc"]), e["type"]
+    value = e.get("input")
+    if len(loc) == 1 and kind == "extra_forbidden":
+        unknown = sorted(set(data) - set(TOP_LEVEL))
+        return StationError(f"{where}: unknown top-level key(s) {unknown}; a station has {list(TOP_LEVEL)}")
+    if loc[:1] == ("rigs",):
+        if len(loc) == 1:
+            return StationError(f"{where}: no rigs; add at least one table like [rigs.nra] backend = \"physics.nra\"")
+        name = loc[1]
+        key = loc[2] if len(loc) > 2 else None
+        if key is None and "name_key" in str(e.get("msg")):
+            return StationError(f"{where}: rigs.{name}.name is implied by the table name; remove the key")
+        if key is None:
+            return StationError(f"{where}: rigs.{name} must be a table with a 'backend' key")
+        if key == "backend":
+            return StationError(f"{where}: rigs.{name}.backend is missing or not a string; "
+                                f"known backends: {known_backends()} or 'python:pkg.mod:Class'")
+        if key == "limits":
+            return StationError(f"{where}: rigs.{name}.limits must be a table, e.g. limits = {{ max_field_oe = 80.0 }}")
+        if key == "max_drive_elements":
+            return StationError(f"{where}: rigs.{name}.max_drive_elements must be an int >= 1 (input "
+                                f"elements B * T * n_in per drive), got {value!r}")
+        return StationError(f"{where}: rigs.{name}.{key}: {e['msg']}")
+    if loc[:1] == ("server",):
+        keys = sorted(ServerTable.model_fields)
+        if len(loc) == 1:
+            return StationError(f"{where}: [server] must be a table of {keys}")
+        if kind == "extra_forbidden":
+            return StationError(f"{where}: [server] has unknown key {loc[1]!r}; it takes {keys}")
+        ann = ServerTable.model_fields[loc[1]].annotation
+        unit = "int" if "int" in str(ann) else "float"
+        low = ServerTable.model_fields[loc[1]].metadata[0].ge
+        return StationError(f"{where}: [server] {loc[1]} must be {'a non-negative' if low == 0 else 'a positive'} "
+                            f"{unit}, got {value!r}")
+    return StationError(f"{where}: {'.'.join(map(str, loc))}: {e['msg']}")
+
+
 def parse_station(data: dict[str, Any], path: str | None = None) -> Station:
-    """A :class:`Station` from an already-parsed TOML mapping."""
+    """A :class:`Station` from an already-parsed TOML mapping (validated by :class:`StationFile`)."""
     where = path or "station"
-    unknown = sorted(set(data) - set(TOP_LEVEL))
-    if unknown:
-        raise StationError(f"{where}: unknown top-level key(s) {unknown}; a station has {list(TOP_LEVEL)}")
+    try:
+        model = StationFile.model_validate(data)
+    except ValidationError as exc:
+        raise _station_error(where, data, exc) from None
     from .pool_config import parse_pools
     try:
         pools = parse_pools(data)
     except StationError as exc:
         raise StationError(f"{where}: {exc}") from None
-    rigs = data.get("rigs", {} if pools else None)
-    if not isinstance(rigs, dict) or (not rigs and not pools):
+    rigs = model.rigs if model.rigs is not None else ({} if pools else None)
+    if rigs is None or (not rigs and not pools):
         raise StationError(f"{where}: no rigs; add at least one table like [rigs.nra] backend = \"physics.nra\"")
     specs = []
     for name, table in rigs.items():
         if not _NAME_RE.match(name):
             raise StationError(f"{where}: rig name {name!r} must be 1..64 of letters, digits, '_', '.', '-'")
-        if not isinstance(table, dict):
-            raise StationError(f"{where}: rigs.{name} must be a table with a 'backend' key")
-        backend = table.get("backend")
-        if not isinstance(backend, str) or not backend:
-            raise StationError(f"{where}: rigs.{name}.backend is missing or not a string; "
-                               f"known backends: {known_backends()} or 'python:pkg.mod:Class'")
-        limits = table.get("limits")
-        if limits is not None and not isinstance(limits, dict):
-            raise StationError(f"{where}: rigs.{name}.limits must be a table, e.g. limits = {{ max_field_oe = 80.0 }}")
-        params = {k: v for k, v in table.items() if k not in RESERVED}
-        if "name" in params:
-            raise StationError(f"{where}: rigs.{name}.name is implied by the table name; remove the key")
-        specs.append(RigSpec(name, backend, params, limits))
+        specs.append(RigSpec(name, table.backend, dict(table.model_extra or {}), table.limits,
+                             table.max_drive_elements))
     settings = {k: v for k, v in data.items() if k not in ("rigs", "pools")}
     return Station(path=path, rigs=tuple(specs), settings=settings, pools=pools)
 
@@ -226,29 +315,31 @@ def _close(rig: Any) -> None:
             pass
 
 
-SERVER_KEYS = {"queue_size": int, "cache_size": int, "cache_age_s": float, "cache_bytes": int,
-               "max_message_bytes": int, "max_lease_s": float, "heartbeat_s": float}
-
-
 def server_options(station: Station) -> dict[str, Any]:
     """``RigServer`` keyword arguments from the station's ``[server]`` and ``[security]`` tables."""
     from .auth import Security
     where = station.path or "station"
-    table = station.settings.get("server") or {}
-    if not isinstance(table, dict):
-        raise StationError(f"{where}: [server] must be a table of {sorted(SERVER_KEYS)}")
-    opts: dict[str, Any] = {}
-    for key, value in table.items():
-        kind = SERVER_KEYS.get(key)
-        if kind is None:
-            raise StationError(f"{where}: [server] has unknown key {key!r}; it takes {sorted(SERVER_KEYS)}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 \
-                or (kind is int and not isinstance(value, int)):
-            raise StationError(f"{where}: [server] {key} must be a non-negative {kind.__name__}, got {value!r}")
-        opts[key] = kind(value)
+    try:
+        table = ServerTable.model_validate(station.settings.get("server") or {})
+    except ValidationError as exc:
+        raise _station_error(where, {"server": station.settings.get("server")}, _server_loc(exc)) from None
+    opts: dict[str, Any] = table.model_dump(exclude_none=True)
     base = Path(station.path).parent if station.path else None
     opts["security"] = Security.from_settings(station.settings, base)
+    per_rig = {s.name: s.max_drive_elements for s in station.rigs if s.max_drive_elements is not None}
+    if per_rig:
+        opts["rig_max_drive_elements"] = per_rig
     return opts
+
+
+def _server_loc(exc: ValidationError) -> ValidationError:
+    """``exc`` (raised by :class:`ServerTable` alone) with its locations under ``server``."""
+    errors = [{**e, "loc": ("server", *e["loc"])} for e in exc.errors()]
+    for e in errors:
+        e.pop("url", None)
+        if e["type"] in ("value_error", "assertion_error"):
+            e.setdefault("ctx", {"error": e["msg"]})
+    return ValidationError.from_exception_data("ServerTable", errors)
 
 
 def serve(path_or_station: str | Path | Station | None, bind: str | list[str], **server_kw: Any):

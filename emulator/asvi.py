@@ -222,6 +222,7 @@ class ASVIRig(EmulatedRig):
         st = {k: state[k] for k in ("thin_plus", "wide_plus", "wide_vortex")}
         out = np.empty((B, T, self.n_channels))
         for t in range(T):
+            self._check_stop()
             st = self._loop(st, x[:, t, 0], rng)
             out[:, t] = self._spectrum(st)
         bank = self._noise_bank(B, rng)

@@ -19,6 +19,7 @@ each call). A drive with ``seed=S`` draws all its noise from ``S``: with
 """
 from __future__ import annotations
 
+import threading
 from functools import partial
 from typing import Any
 
@@ -30,7 +31,7 @@ from bridge.rig import DriveResult, check_inputs, check_seed
 
 from .errors import ConfigError
 from .noise import make_rng
-from .timing import Timeline
+from .timing import DriveStopped, Timeline
 
 
 as_float = partial(values.as_float, error=ConfigError)
@@ -51,7 +52,8 @@ class EmulatedRig:
         self.name = name
         self.seed = as_seed("seed", seed)
         self.sample_seed = as_seed("sample_seed", sample_seed)
-        self.timeline = Timeline(clock, speed)
+        self._stop = threading.Event()   # interrupt(): end the running drive between steps
+        self.timeline = Timeline(clock, speed, stop=self._stop)
         self._rng = make_rng(self.seed)
         self._state = None          # the device's state after the last drive (batch of B)
         from .faults import make_injector
@@ -72,7 +74,26 @@ class EmulatedRig:
     def _instrument_phases(self, inputs: np.ndarray, reset: bool) -> tuple[float, list]:
         raise NotImplementedError
 
+    def _check_stop(self) -> None:
+        """Raise :class:`DriveStopped` when :meth:`interrupt` was called (subclasses call it per step)."""
+        if self._stop.is_set():
+            raise DriveStopped("the drive was stopped between steps (the server is shutting down); "
+                               "retry it on a running server")
+
     # ---- the Rig interface ------------------------------------------------------------------
+    def interrupt(self) -> None:
+        """End a running drive at its next step (or realtime wait); later drives are refused too.
+
+        Thread-safe; called by a server that shuts down (``bridge.server``). An emulated rig
+        holds no energy, so it is safe as soon as the drive has ended; :meth:`make_safe`
+        lets it be driven again.
+        """
+        self._stop.set()
+
+    def make_safe(self) -> None:
+        """Nothing to ramp down on an emulator; clears an :meth:`interrupt` so it can be driven again."""
+        self._stop.clear()
+
     def describe(self) -> dict[str, Any]:
         d = {"name": self.name, "kind": self.kind, "backend": self.backend,
              "source": f"sim+physics://{self.kind}/{self.name}", "emulated": True,
@@ -91,6 +112,7 @@ class EmulatedRig:
         Returns outputs ``(B, T, n_out)``, initial ``(B, n_out)``, instrument_s.
         """
         x = check_inputs(inputs, self.describe())
+        self._check_stop()
         if self.faults is not None:
             self.faults.before_drive()
         if not isinstance(reset, (bool, np.bool_)):

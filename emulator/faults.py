@@ -31,7 +31,7 @@ key                       what happens
 
 How the server learns of "drop"/"corrupt": the rig exposes
 ``bridge_fault_hook(op) -> "drop" | "corrupt" | None`` (documented in
-:mod:`bridge.worker`), which the server calls after each request it ran. bridge
+:mod:`bridge._worker`), which the server calls after each request it ran. bridge
 never imports this module.
 """
 from __future__ import annotations

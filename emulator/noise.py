@@ -40,6 +40,7 @@ from scipy.signal import lfilter
 from .errors import NoiseParamError
 
 SeedLike = "int | None | np.random.Generator"
+SAMPLE_BLOCK_ELEMENTS = 1 << 20   # OUBank.sample draws at most this many normals at a time
 
 
 def make_rng(seed) -> np.random.Generator:
@@ -141,8 +142,34 @@ class OUBank:
         return out
 
     def sample(self, n: int) -> np.ndarray:
-        """``(*shape, n)``: the bank's sum over the next ``n`` steps."""
-        return self.sample_components(n).sum(axis=-2)
+        """``(*shape, n)``: the bank's sum over the next ``n`` steps.
+
+        Equal, bit for bit, to ``sample_components(n).sum(axis=-2)``, but computed a block of
+        batch rows at a time (the normals are drawn in the same order, and the components are
+        added in the same order), so memory stays near the ``(*shape, n)`` result instead of
+        ``2 * n_tau`` times it.
+        """
+        n = int(n)
+        K = self.taus_s.size
+        rows = int(np.prod(self.shape, dtype=np.int64))
+        a = np.exp(-self.dt_s / self.taus_s)
+        gain = self.sigmas * np.sqrt(1 - a * a)
+        state = self.state.reshape(rows, K)
+        new_state = np.empty_like(state)
+        out = np.zeros((rows, n))
+        block = max(1, SAMPLE_BLOCK_ELEMENTS // max(K * n, 1))
+        for r0 in range(0, rows, block):
+            r1 = min(rows, r0 + block)
+            xi = self.rng.standard_normal((r1 - r0, K, n))   # rows r0..r1 of one (rows, K, n) draw
+            acc = out[r0:r1]
+            for j in range(K):
+                y, _ = lfilter([gain[j]], [1.0, -a[j]], xi[:, j, :], axis=-1, zi=a[j] * state[r0:r1, j][:, None])
+                acc += y
+                if n:
+                    new_state[r0:r1, j] = y[:, -1]
+        if n:
+            self.state = new_state.reshape(self.shape + (K,))
+        return out.reshape(self.shape + (n,))
 
 
 def pink_taus(tau_min_s: float, tau_max_s: float, per_decade: float = 2.0) -> np.ndarray:

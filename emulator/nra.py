@@ -359,6 +359,7 @@ class NRARig(EmulatedRig):
         onion = state["onion"]
         out = np.empty((B, T, self.n_out))
         for t in range(T):
+            self._check_stop()
             onion, counts = self._step(onion, x[:, t, 0], rng)
             out[:, t, :] = self._resistance(self._weights(counts))
         out += drift[:, :, None] + noise

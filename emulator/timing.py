@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -50,9 +51,19 @@ import numpy as np
 import simpy
 import simpy.rt
 
+from bridge.errors import RigError
+
 from .errors import ConfigError
 
 CLOCKS = ("virtual", "realtime")
+STOP_CHECK_S = 0.05   # realtime clock: a stop request ends a drive within this many wall seconds
+
+
+class DriveStopped(RigError):
+    """A drive ended early because its rig was asked to stop (``interrupt()``, server shutdown)."""
+
+    def __init__(self, message: str):
+        super().__init__("RIG_FAULT", message)
 #: Above this many experiments a drive's timeline groups experiments into chunks,
 #: so the number of simpy events stays bounded (the total time is unchanged).
 MAX_TIMELINE_EVENTS = 2048
@@ -171,8 +182,9 @@ def check_clock(clock: Any, speed: Any) -> tuple[str, float]:
 class Timeline:
     """A rig's instrument timeline on simpy: runs the phases of a drive, returns seconds."""
 
-    def __init__(self, clock: str = "virtual", speed: float = 1.0):
+    def __init__(self, clock: str = "virtual", speed: float = 1.0, stop: threading.Event | None = None):
         self.clock, self.speed = check_clock(clock, speed)
+        self.stop = stop if stop is not None else threading.Event()   # set: end the running drive
         self.total_s = 0.0   # instrument time accumulated over the rig's life
         self.log: list[tuple[str, float, float]] = []   # the last drive's phases
 
@@ -190,6 +202,10 @@ class Timeline:
         has more than :data:`MAX_TIMELINE_EVENTS` phases, experiments are grouped
         into that many blocks (the total time is unchanged; the log then holds
         the blocks). Returns the instrument seconds the drive took.
+
+        With the realtime clock the wait is cut into pieces of at most
+        :data:`STOP_CHECK_S` wall seconds; when :attr:`stop` is set the drive ends
+        there with :class:`DriveStopped` (a server shutting down).
         """
         env = self._env()
         n_phases = sum(len(e) for e in experiments)
@@ -201,13 +217,24 @@ class Timeline:
             blocks = [(f"experiments {g[0]}-{g[-1]}", float(per_exp[g].sum())) for g in groups if len(g)]
         log: list[tuple[str, float, float]] = []
 
+        piece = STOP_CHECK_S * self.speed if self.clock == "realtime" else math.inf   # instrument s
+
+        def wait(env, seconds):
+            while seconds > 0:
+                if self.stop.is_set():
+                    raise DriveStopped("the drive was stopped (the server is shutting down); retry it "
+                                       "on a running server")
+                step = min(seconds, piece)
+                yield env.timeout(step)
+                seconds -= step
+
         def protocol(env):
             start = env.now
-            yield env.timeout(overhead_s)
+            yield from wait(env, overhead_s)
             log.append(("request overhead", start, env.now))
             for label, seconds in blocks:                 # one after another, as on the instrument
                 start = env.now
-                yield env.timeout(seconds)
+                yield from wait(env, seconds)
                 log.append((label, start, env.now))
 
         env.run(until=env.process(protocol(env)))

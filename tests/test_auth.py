@@ -17,6 +17,8 @@ from bridge.station import parse_station, serve
 from bridge.backends.testrigs import EchoRig
 from nado.cli import main
 
+pytestmark = pytest.mark.e2e   # starts processes or runs for seconds (make test-fast skips it)
+
 U = np.linspace(-1, 1, 6).reshape(2, 3, 1)
 
 

@@ -14,6 +14,8 @@ from bridge import RigServer
 from bridge.backends.testrigs import EchoRig, LeakyRig
 from nado.cli import main
 
+pytestmark = pytest.mark.e2e   # starts processes or runs for seconds (make test-fast skips it)
+
 STATION = textwrap.dedent("""
     [rigs.echo]
     backend = "echo"

@@ -13,29 +13,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge import RigServer
-from bridge.backends.testrigs import EchoRig
+from bridge.fuzz import StrictEcho
+
+pytestmark = pytest.mark.e2e   # starts processes or runs for seconds (make test-fast skips it)
 
 SETTINGS = settings(max_examples=100, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
-class StrictCounting(EchoRig):
-    """An echo that counts what reached it and re-checks it (nothing invalid may arrive)."""
-
-    violations: list = []
-
-    def drive(self, inputs, *, reset=True, seed=None):
-        x = np.asarray(inputs)
-        if not (x.dtype == np.float64 and x.ndim == 3 and x.shape[2] == 1 and x.size
-                and np.all(np.isfinite(x)) and np.all(np.abs(x) <= 10.0) and isinstance(reset, bool)
-                and (seed is None or (type(seed) is int and seed >= 0))):
-            self.violations.append((x.dtype, x.shape, reset, seed))
-        return super().drive(inputs, reset=reset, seed=seed)
-
-
 @pytest.fixture(scope="module")
 def bus():
-    rig = StrictCounting("echo", lo=-10.0, hi=10.0)
+    rig = StrictEcho()   # the one strict test rig (bridge.fuzz): echo on -10..10, records invalid calls
     server = RigServer({"echo": rig}, f"inproc://fuzz-{uuid.uuid4().hex}").start()
     ctx = zmq.Context.instance()
     fuzzer = ctx.socket(zmq.DEALER)

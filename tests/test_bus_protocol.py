@@ -13,6 +13,7 @@ import zmq
 from bridge import RigServer
 from bridge.rig import DriveResult
 from bridge.backends.testrigs import EchoRig, LeakyRig
+from _raw import raw_call
 
 CODES = {"BAD_REQUEST", "VERSION", "UNKNOWN_OP", "UNKNOWN_RIG", "BAD_INPUT", "OUT_OF_RANGE",
          "BUSY", "RIG_FAULT", "TIMEOUT", "INTERNAL"}
@@ -57,27 +58,16 @@ def server():
 
 
 def call(server, frames, kind=zmq.REQ, timeout_s=5.0, peer=None):
-    """Send frames on a fresh socket; return (header dict, buffer frames) of the reply.
+    """Send frames on a fresh socket (tests/_raw.py); return (header dict, buffer frames) of the reply.
 
     ``peer``: 16 bytes naming this caller across sockets (routing id 0x01 + peer + 4 bytes).
     """
-    sock = zmq.Context.instance().socket(kind)
-    sock.setsockopt(zmq.LINGER, 0)
-    if peer is not None:
-        sock.setsockopt(zmq.ROUTING_ID, b"\x01" + peer + uuid.uuid4().bytes[:4])
-    sock.setsockopt(zmq.RCVTIMEO, int(timeout_s * 1000))
-    try:
-        sock.connect(server.endpoints[0])
-        sock.send_multipart(frames)
-        reply = sock.recv_multipart()
-    finally:
-        sock.close(linger=0)
-    head = msgpack.unpackb(reply[0], raw=False)
+    head, bufs = raw_call(server.endpoints[0], frames, kind, peer=peer, timeout_s=timeout_s)
     assert head["v"] == 1 and isinstance(head["ok"], bool)
     if not head["ok"]:
         assert set(head["error"]) == {"code", "message"} and head["error"]["message"]
         SEEN.add(head["error"]["code"])
-    return head, reply[1:]
+    return head, bufs
 
 
 def hdr(op, rig=None, args=None, **extra):

@@ -17,6 +17,8 @@ from bridge.rig import DriveResult
 from bridge.backends.testrigs import EchoRig, LeakyRig
 from bridge._cache import ReplyCache
 
+pytestmark = pytest.mark.e2e   # starts processes or runs for seconds (make test-fast skips it)
+
 
 def ep():
     return f"inproc://server-{uuid.uuid4().hex}"
@@ -210,6 +212,7 @@ SERVE = """
 import sys
 from bridge.server import RigServer
 from bridge.backends.testrigs import EchoRig
+
 class Marked(EchoRig):
     def make_safe(self):
         print("made safe", flush=True)

@@ -158,3 +158,22 @@ def test_python_backend_errors(backend, words):
 def test_unknown_rig_name():
     with pytest.raises(StationError, match="no rig 'x'"):
         build_rig(BUILTIN, "x")
+
+
+def test_drive_size_limits_from_the_station(tmp_path):
+    from bridge.station import server_options
+    p = station(tmp_path, "[server]\nmax_drive_elements = 1000\npeer_queue = 4\n"
+                          "[rigs.a]\nbackend = 'echo'\n[rigs.b]\nbackend = 'echo'\nmax_drive_elements = 10\n")
+    st = load_station(p)
+    opts = server_options(st)
+    assert opts["max_drive_elements"] == 1000 and opts["peer_queue"] == 4
+    assert opts["rig_max_drive_elements"] == {"b": 10}
+    assert "max_drive_elements" not in st.rigs[1].params          # reserved, not a backend parameter
+    with serve(st, "inproc://limits-" + tmp_path.name) as srv:
+        rigs = srv.status()["rigs"]
+        assert rigs["a"]["max_drive_elements"] == 1000 and rigs["b"]["max_drive_elements"] == 10
+    for text, words in (("[rigs.a]\nbackend = 'echo'\nmax_drive_elements = 0\n", ["rigs.a.max_drive_elements", ">= 1"]),
+                        ("[server]\npeer_queue = 0\n[rigs.a]\nbackend = 'echo'\n", ["[server] peer_queue", "positive int"])):
+        with pytest.raises(StationError) as info:
+            server_options(load_station(station(tmp_path, text)))
+        assert all(w in str(info.value) for w in words), info.value

@@ -16,6 +16,8 @@ from nado.data.collect import collect
 from nado.data.dataset import load_dataset
 from nado.errors import DatasetError
 
+pytestmark = pytest.mark.e2e   # starts processes or runs for seconds (make test-fast skips it)
+
 KW = dict(sequences=40, length=6, repeats=(4, 3), resets=5, batch=8, seed=7, active_range=(10.0, 60.0),
           progress=False)
 FIELDS = ("dynamics_inputs", "dynamics_outputs", "dynamics_initial", "repeats_outputs", "reset_initial")

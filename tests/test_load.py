@@ -5,6 +5,8 @@ import pytest
 
 from nado.bench.load import run_load
 
+pytestmark = pytest.mark.e2e   # starts processes or runs for seconds (make test-fast skips it)
+
 
 @pytest.mark.slow
 def test_sixteen_clients_thousand_drives_each():

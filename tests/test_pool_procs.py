@@ -13,7 +13,7 @@ from bridge import RigClient
 from bridge.pool import RigPool, reference_drive
 from nado.bench.pool import spawn_servers, stop_servers
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(180)]
 
 SPEED = 40.0           # realtime clock: a drive takes instrument_s / 40 of wall time
 CHUNK = 16
@@ -52,9 +52,12 @@ def test_killing_a_member_mid_drive_completes_the_drive(members):
         out: dict = {}
         t = threading.Thread(target=lambda: out.update(r=pool.drive(x, seed=9)))
         t0 = time.perf_counter()
-        t.start()
-        time.sleep(0.25)
         victim, victim_ep = members[1]
+        with RigClient(victim_ep, "nra", timeout_s=10) as probe:   # event: the victim is driving its share
+            deadline = time.monotonic() + 30
+            t.start()
+            while probe.status(rig="nra")["rigs"]["nra"]["waiting"] == 0 and time.monotonic() < deadline:
+                pass
         victim.kill()                                          # SIGKILL: the server is gone
         t.join(60)
         assert not t.is_alive() and "r" in out, "the pooled drive did not complete"

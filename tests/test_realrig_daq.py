@@ -207,14 +207,13 @@ def test_bad_parameters_are_station_errors(kw, match):
 
 def test_make_safe_from_another_thread_stops_a_drive_between_experiments():
     import threading
-    import time
 
     started = threading.Event()
     device = emulated_response()
 
     def slow(amps):
         started.set()
-        time.sleep(0.3)  # an acquisition in flight
+        rig.rig._abort.wait(10.0)  # an acquisition in flight until make_safe() asks the drive to stop
         return device(amps)
 
     fake = FakeTaskFactory(slow, oe_per_volt=CAL)

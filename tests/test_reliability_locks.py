@@ -1,6 +1,7 @@
 """Exclusive access (lock/unlock leases, heartbeats, expiry -> make_safe), the status op, and a client
 that reports a dead server within a bounded time."""
 import itertools
+import threading
 import time
 
 import numpy as np
@@ -9,6 +10,8 @@ import pytest
 from bridge import RigClient, RigServer
 from bridge.errors import ProtocolError, RigError, RigUnavailable
 from bridge.backends.testrigs import EchoRig, LeakyRig
+
+pytestmark = pytest.mark.e2e   # starts processes or runs for seconds (make test-fast skips it)
 
 _ids = itertools.count()
 U = np.zeros((1, 4, 1))
@@ -58,13 +61,15 @@ def test_unlock_by_another_client_is_refused(two_clients):
 
 def test_expired_lease_frees_the_rig_and_makes_it_safe(two_clients):
     server, rigs, alice, bob = two_clients
+    now = [time.monotonic()]
+    server._leases.clock = lambda: now[0]                # an injected clock, seconds
     alice.lock(0.3)
     safe_before = rigs["a"].make_safe_calls
-    time.sleep(0.9)
+    made_safe = threading.Event()
+    rigs["a"].make_safe = lambda: (EchoRig.make_safe(rigs["a"]), made_safe.set())
+    now[0] += 0.9
     bob.drive(U)                                         # the lease ran out: bob may drive
-    deadline = time.monotonic() + 2
-    while rigs["a"].make_safe_calls == safe_before and time.monotonic() < deadline:
-        time.sleep(0.05)
+    assert made_safe.wait(10)                            # the server's loop expires it and makes it safe
     assert rigs["a"].make_safe_calls == safe_before + 1
     assert server.status()["leases_expired"] == 1 and not rigs["a"].closed
 
@@ -72,7 +77,8 @@ def test_expired_lease_frees_the_rig_and_makes_it_safe(two_clients):
 def test_heartbeats_keep_a_lease_alive(two_clients):
     server, rigs, alice, bob = two_clients
     with alice.lease(0.6, renew_s=0.15):
-        time.sleep(1.5)                                  # 2.5 leases long
+        for _ in range(10):                              # 10 renewals: 1.5 s, 2.5 leases long
+            assert alice._lease_thread.renewed.acquire(timeout=10)
         with pytest.raises(RigError, match="locked by alice"):
             bob.drive(U)
         alice.drive(U)

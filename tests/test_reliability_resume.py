@@ -17,6 +17,8 @@ import pytest
 from nado.data.dataset import load_dataset
 from nado.errors import DatasetError
 
+pytestmark = pytest.mark.e2e   # starts processes or runs for seconds (make test-fast skips it)
+
 STATION = """
 [rigs.leaky]
 backend = "leaky"

@@ -244,6 +244,13 @@ class DaqNRARig:
         finally:
             self._lock.release()
 
+    def interrupt(self) -> None:
+        """Ask a running drive to stop after the experiment in flight (whose waveform ends at 0 V).
+
+        Thread-safe and immediate; a server that shuts down calls it, then :meth:`make_safe`.
+        """
+        self._abort.set()
+
     def close(self) -> None:
         """Make the coils safe; the rig holds no open task between drives."""
         self.make_safe()
