@@ -261,6 +261,10 @@ def _regression(runner, cond, clients) -> tuple[dict[str, Any], dict[str, Any]]:
         cl = [clients[k] for k in layers]
         depth: dict[str, Any] = {}
         for v in names:
+            if v in ("leaky", "rc"):     # references of the same shape (nado.network.baselines)
+                with runner.timed(f"baseline.{cond.name}.{v}-L{L}"):
+                    depth[v] = _regression_baseline(runner, v, cond, cfg, layers, cl)
+                continue
             twin_kind = "ode" if v == "ode" else "sde"
             vcfg = replace(cfg, noise=(twin_kind == "sde"))
             tag = f"{v}-L{L}"
@@ -278,3 +282,20 @@ def _regression(runner, cond, clients) -> tuple[dict[str, Any], dict[str, Any]]:
         by_depth[f"L{L}"] = depth
     deepest = by_depth[f"L{max(sc.variants.depths)}"]
     return dict(deepest), by_depth
+
+
+def _regression_baseline(runner, name, cond, cfg, layers, clients_by_layer) -> dict[str, Any]:
+    """``leaky`` / ``rc`` of one depth (cached), MSE in the series' units."""
+    from .network.baselines import regression_baseline
+    inputs = {"variant": name, "condition": cond.name, "task": runner.keys["task"], "train": _cfg_dict(cfg),
+              "twins": _twin_keys(runner, "sde", layers), "rigs": _rig_ident(runner, layers),
+              "seed": runner.seed, "code": code_digest("nado.network")}
+    d, done = runner.cache.lookup(f"baseline-{name}-L{len(layers)}", inputs)
+    if not done:
+        res = regression_baseline(name, _twins(runner, "sde", layers), clients_by_layer, cond.data, cfg,
+                                  seed=runner.seed)
+        write_json_atomic(d / "metrics.json", res)
+        runner.cache.finish(d)
+    res = {**_read(d / "metrics.json"), "cached": done}
+    _natural_units(res, cond.info.get("scale_std", 1.0))
+    return res

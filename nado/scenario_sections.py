@@ -16,7 +16,7 @@ from .errors import ConfigError
 
 TASK_KINDS = ("digits", "mnist", "mnist5k", "mackey_glass", "emg")
 CLASSIFICATION_VARIANTS = ("sde", "ode", "rc", "rc1", "mlp", "leaky")
-REGRESSION_VARIANTS = ("direct", "cascade", "sde", "ode")
+REGRESSION_VARIANTS = ("direct", "cascade", "sde", "ode", "leaky", "rc")
 TWIN_ARCH_KEYS = ("n_delay", "n_aux", "width", "depth", "method", "substeps", "tau0", "tau_ratio")
 NETWORK_KEYS = ("layers", "nodes", "pi", "bias", "init_gain")
 TASK_KEYS = {
