@@ -119,9 +119,15 @@ def test_cascade_two_layers_on_tiny_regression():
     rig = _rig(noise=0.01, readout_noise=0.005)
     twins = [_twin(noise_std=0.01), _twin(noise_std=0.01)]
     before = rig.drive_calls
-    net, info = run_cascade(twins, [rig, rig], task, cfg, seed=0)
+    net, info = run_cascade(twins, [rig, rig], task, cfg, seed=0, readout="twin")
     assert rig.drive_calls - before == 1 and info["drives"] == [1]     # layer 1 recorded once
     assert len(info["histories"]) == 2 and net.n_nodes == [6, 6]
+    before = rig.drive_calls
+    net_r, info_r = run_cascade(twins, [rig, rig], task, cfg, seed=0)   # readout="ridge"
+    assert rig.drive_calls - before == 2 and info_r["drives"] == [1, 1]  # layer 2 recorded for the readout
+    assert info_r["readout"] == "ridge" and info_r["alpha"] > 0
+    torch.testing.assert_close(net_r.weights[0], net.weights[0])        # same layers, new readout
+    assert not torch.allclose(net_r.weights[-1], net.weights[-1])
     res = compare_cascade(twins, [rig, rig], task, cfg, depths=(2,), seed=0)
     for v in ("direct", "cascade"):
         m = res["L2"][v]["transfer"]

@@ -16,6 +16,12 @@ is fitted on *physical* activities of the training inputs driven through the
 rigs and evaluated on physical activities of the test inputs.
 ``single_layer=True`` builds one hidden layer with the same total node count
 (the EMG baseline), weights matched to the trained first layer.
+
+Regression (Mackey-Glass) has two references of the network's shape (variants
+``rc`` and ``leaky`` in :mod:`nado.network.variants`): ``rc`` - random connections
+(the network's initialisation, :func:`rc_regression`), ridge readout on the
+physical activities - and ``leaky`` - a software leaky-integrator network trained
+like the device networks (the paper's 1e-3 reference at t+5).
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from .config import TrainConfig
 from .data import TaskData, as_task_data, metrics
 from .model import Network
@@ -111,13 +118,27 @@ def reservoir_baseline(trained: Network, task_data: Any, config: TrainConfig | N
     give one) enables the transfer column; ``max_fit`` caps the training samples
     the readout is fitted on (and hence driven through the rigs).
     """
-    task = as_task_data(task_data)
     config = config or TrainConfig(nodes=tuple(trained.n_nodes))
     net = matched_random_network(trained, seed=seed, single_layer=single_layer)
+    out = ridge_readout(net, task_data, config, clients_by_layer=clients_by_layer, seed=seed, noise=noise,
+                        max_fit=max_fit)
+    out["single_layer"] = single_layer
+    return out
+
+
+def ridge_readout(net: Network, task_data: Any, config: TrainConfig, *, clients_by_layer: Sequence | None = None,
+                  seed: int = 0, noise: bool = True, max_fit: int | None = 1000) -> dict[str, Any]:
+    """Fit ``net``'s readout by ridge regression, hidden weights untouched; evaluate it.
+
+    Returns ``{sim, transfer, alpha: {sim, transfer}, drives}`` (``transfer`` None without
+    clients): in simulation the readout sees simulated activities of the training inputs, after
+    transfer the *physical* activities of the training inputs driven through the rigs.
+    """
+    task = as_task_data(task_data)
     cls = task.kind == "classification"
     xtr, ytr = task.x_train[:max_fit], task.y_train[:max_fit]
     steps = readout_steps(config, task, task.x_test.shape[1])
-    out: dict[str, Any] = {"alpha": {}, "single_layer": single_layer}
+    out: dict[str, Any] = {"alpha": {}}
     # simulation
     _, acts = predict(net, xtr, noise=noise, seed=seed + 1, keep_activities=True)
     W, b, out["alpha"]["sim"] = ridge_fit(*readout_features(task, config, acts[-1], ytr), classification=cls,
@@ -134,4 +155,21 @@ def reservoir_baseline(trained: Network, task_data: Any, config: TrainConfig | N
         rte = transfer(net, clients_by_layer, task.x_test, seed=seed + 4)
         out["transfer"] = metrics(task, rte.outputs, "test", steps)
         out["drives"] = rtr.drives + rte.drives
+    return out
+
+
+def rc_regression(twins_by_layer: Sequence, clients_by_layer: Sequence | None, task_data: Any,
+                  config: TrainConfig, *, seed: int = 0, max_fit: int | None = 1000) -> dict[str, Any]:
+    """The regression RC baseline: the network's shape (``config.nodes``, ``config.pi``) on the
+    given twins/rigs with *random* connections (the network's initialisation, drawn with ``seed``)
+    and only a ridge readout trained, on the physical activities of the last layer after transfer.
+
+    Returns ``{sim, transfer, alpha, drives, nodes}``; metrics in task units.
+    """
+    task = as_task_data(task_data)
+    net = Network(list(twins_by_layer), config.nodes, task.n_inputs, task.n_outputs, pi=config.pi_specs(),
+                  bias=True, init_gain=config.init_gain, seed=seed)
+    out = ridge_readout(net, task, config, clients_by_layer=clients_by_layer, seed=seed, noise=config.noise,
+                        max_fit=max_fit)
+    out["nodes"] = list(config.nodes)
     return out

@@ -10,7 +10,10 @@ For ``l = 1..L``:
    training inputs, one batched drive) and record its physical activities
    ``z_l`` - the corrective data set for the next layer.
 
-The final network stacks ``theta_1..theta_L`` and the last temporary readout;
+The final network stacks ``theta_1..theta_L`` and a readout: by default refitted by
+ridge regression on the *physical* activities of layer ``L`` (recorded like the others;
+the readout is the last connection trained on corrective data), or the last
+temporary readout (``readout="twin"``, trained on twins only);
 it is evaluated like any network, in simulation and after transfer, so the
 comparison with direct training (all layers trained jointly on twins) is like
 for like. The twins are never retrained; only the training inputs are driven
@@ -32,12 +35,21 @@ from .transfer import transfer_layer, transfer_metrics
 
 
 def run_cascade(twins_by_layer: Sequence, clients_by_layer: Sequence, task_data: Any,
-                config: TrainConfig | dict | None = None, *, seed: int = 0) -> tuple[Network, dict]:
+                config: TrainConfig | dict | None = None, *, seed: int = 0,
+                readout: str = "ridge") -> tuple[Network, dict]:
     """Train ``len(config.nodes)`` layers by cascade learning; return ``(network, info)``.
 
+    ``readout``: ``"ridge"`` (default) records the last layer's physical activities too and
+    refits the readout on them by ridge regression (:func:`~nado.network.baselines.ridge_fit`,
+    alpha chosen on a hold-out) - the corrective data set for the readout, as each layer's
+    recording is for the next; ``"twin"`` keeps the last temporary readout trained on twins.
     info: ``{histories: [per-layer training history], drives: [per-layer recording drives],
-    instrument_s}``.
+    instrument_s, readout, alpha}``.
     """
+    if readout not in ("ridge", "twin"):
+        raise ConfigError(f"cascade readout must be 'ridge' or 'twin', got {readout!r}")
+    if readout == "ridge" and not config.bias:
+        raise ConfigError("cascade readout='ridge' needs network biases (network.bias = true) or readout='twin'")
     config = _config(config)
     task = as_task_data(task_data)
     L = len(config.nodes)
@@ -54,7 +66,7 @@ def run_cascade(twins_by_layer: Sequence, clients_by_layer: Sequence, task_data:
         net_l, hist = train_network([twins_by_layer[l]], sub, cfg, seed=seed + 101 * l)
         stages.append(net_l)
         info["histories"].append(hist)
-        if l < L - 1:
+        if l < L - 1 or readout == "ridge":
             z_train, _, _, nd, inst = transfer_layer(net_l, 0, clients_by_layer[l], z_train,
                                                      seed=seed + 7919 * (l + 1))
             info["drives"].append(nd)
@@ -69,6 +81,14 @@ def run_cascade(twins_by_layer: Sequence, clients_by_layer: Sequence, task_data:
         net.weights[-1].copy_(stages[-1].weights[-1])
         if net.biases is not None:
             net.biases[-1].copy_(stages[-1].biases[-1])
+    info["readout"] = readout
+    if readout == "ridge":
+        from .baselines import readout_features, ridge_fit
+        W, b, info["alpha"] = ridge_fit(*readout_features(task, config, z_train, task.y_train),
+                                        classification=task.kind == "classification", seed=seed)
+        with torch.no_grad():
+            net.weights[-1].copy_(torch.as_tensor(W, dtype=net.weights[-1].dtype))
+            net.biases[-1].copy_(torch.as_tensor(b, dtype=net.biases[-1].dtype))
     return net, info
 
 

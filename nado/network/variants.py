@@ -38,7 +38,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..errors import ConfigError
-from .baselines import reservoir_baseline
+from .baselines import rc_regression, reservoir_baseline
 from .config import TrainConfig
 from .data import as_task_data
 from .train import _config, evaluate, train_network, train_software
@@ -232,13 +232,18 @@ def _software(name: str, kind: str) -> Variant:
 
 def _baseline(name: str, single: bool) -> Variant:
     def measure(trained: Trained | None, job: Job, task: Any, seed: int) -> dict:
+        if as_task_data(task).kind == "regression":
+            # the regression reference: the network's shape with random connections (its
+            # initialisation) on the SDE twins / the rigs, ridge readout on physical activities
+            return rc_regression(job.twins.get("sde"), job.clients, task, replace(job.config, noise=True),
+                                 seed=seed)
         base = base_of(name, job)
         clients = None if job.clients is None else list(job.clients[:1] if single else job.clients)
         res = reservoir_baseline(base.model, task, base.config, clients_by_layer=clients, single_layer=single,
                                  seed=seed)
         nodes = [int(sum(base.model.n_nodes))] if single else list(base.model.n_nodes)
         return {**res, "nodes": nodes}
-    return Variant(name, "baseline", None, measure, needs=("sde", "ode"))
+    return Variant(name, "baseline", None, measure, needs=("sde", "ode", "direct"))
 
 
 REGRESSION, CLASSIFICATION = ("regression",), ("classification",)

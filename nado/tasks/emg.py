@@ -25,7 +25,12 @@ tests/test_network_emg.py).
 
 :func:`write_synthetic` writes files in the same layout (class-specific activation
 patterns with per-electrode onset delays, per-repetition gain, per-subject
-variation, noise) for tests and demos; the loader reads them like real files.
+variation - gains, electrode placement, speed, noise level - and noise) for tests
+and demos; the loader reads them like real files. These signals are *synthetic*:
+they share the database's layout and protocol (17 movements x 10 repetitions, 10
+electrodes, 100 Hz), not its physiology. Real Ninapro DB1 files (``S{n}_A1_E2.mat``,
+subjects 1..27) load through the same path: put them in ``task.data_dir`` and set
+``task.synthetic = false``.
 
 Shapes: ``inputs (n, window, 10)`` float32, standardised (raw = inputs * scale + offset),
 ``labels (n,)`` int64 0..16.
@@ -163,17 +168,35 @@ def _class_patterns(seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def synthesize_subject(subject: int, *, seed: int = 0, move_s: float = 5.0, rest_s: float = 3.0,
-                       noise: float = 0.4, rate_hz: float = RATE_HZ) -> dict[str, np.ndarray]:
+                       noise: float = 0.4, rate_hz: float = RATE_HZ,
+                       subject_spread: float = 1.0) -> dict[str, np.ndarray]:
     """One subject's recording in the Ninapro DB1 E2 layout (a dict for ``savemat``).
 
     Movement m, repetition r: electrode e rises after a class-specific delay to
     ``amp[m, e] * subject[m, e] * shape[r, e] * gain[r]`` with a 80 ms time constant, then decays
     in the rest; plus a rest-level floor and multiplicative and additive noise.
     Movements follow Ninapro's protocol: each repeated 10 times, rest between.
+
+    Subjects differ (scaled by ``subject_spread``; 0 = only the per-electrode gains and the
+    per-movement factors ``subject[m, e]``): electrode placement - each electrode also picks up
+    a fraction (0..0.35) of its neighbour around the forearm; speed - onset delays and the rise
+    and relaxation time constants scaled by a lognormal factor (sd 0.2); and the noise level
+    (lognormal factor, sd 0.25).
     """
     amp, delay = _class_patterns(seed)
     rng = np.random.default_rng([seed, subject])
     subj = rng.lognormal(0.0, 0.2, size=N_ELECTRODES) * (1 + 0.3 * rng.standard_normal(amp.shape)).clip(0.3)
+    # placement, speed and noise level of this subject (drawn from their own stream, so the
+    # draws above stay those of a generator without them)
+    srng = np.random.default_rng([seed, subject, 1])
+    k = float(subject_spread)
+    crosstalk = k * srng.uniform(0.0, 0.35, size=N_ELECTRODES)
+    mix = np.eye(N_ELECTRODES) * (1 - crosstalk) + np.roll(np.eye(N_ELECTRODES), 1, axis=1) * crosstalk
+    amp = amp @ mix.T                    # electrode e sees (1 - c_e) own + c_e its neighbour e+1
+    speed = srng.lognormal(0.0, 0.2 * k)
+    delay = delay * speed
+    rise_s, relax_s = 0.08 * speed, 0.1 * speed
+    noise = noise * srng.lognormal(0.0, 0.25 * k)
     n_move, n_rest = int(round(move_s * rate_hz)), int(round(rest_s * rate_hz))
     per = n_move + n_rest
     n = N_MOVEMENTS * 10 * per + n_rest
@@ -188,12 +211,12 @@ def synthesize_subject(subject: int, *, seed: int = 0, move_s: float = 5.0, rest
             shape = (1.0 + 0.35 * rng.standard_normal(N_ELECTRODES)).clip(0.1)
             jitter = rng.normal(0.0, 0.02, size=N_ELECTRODES)
             onset = np.clip(delay[m] + jitter, 0.0, None)
-            rise = 1.0 - np.exp(-np.clip(t_move[:, None] - onset[None, :], 0.0, None) / 0.08)
+            rise = 1.0 - np.exp(-np.clip(t_move[:, None] - onset[None, :], 0.0, None) / rise_s)
             drive[s:s + n_move] = rise * amp[m] * subj[m] * shape * gain
             stim[s:s + n_move] = m + 1
             rep[s:s + n_move] = r + 1
     # muscles relax with a time constant after each movement (first-order smoothing)
-    alpha = np.exp(-1.0 / (0.1 * rate_hz))
+    alpha = np.exp(-1.0 / (relax_s * rate_hz))
     env = np.empty_like(drive)
     acc = np.zeros(N_ELECTRODES)
     for i in range(n):
