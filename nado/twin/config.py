@@ -41,6 +41,12 @@ class TwinConfig:
     - ``delays``: ``"shift"`` (delay entries are exact past observables) or ``"learned"`` (the
       paper's ``f`` over all of ``y``: shift plus a learned residual; see
       :mod:`nado.twin.integrate`).
+    - ``init_state_gain`` (n_obs,) in [0, 1], or empty (= all 1): the fraction of a measured
+      initial observable's deviation from the mean reset observable that is device *state*; the
+      rest is readout noise of that one measurement. A device whose reset is deterministic (the
+      ASVI: a saturating field) has gains near 0 - its repeats' initial spectra differ by readout
+      noise only, and integrating from them would carry that noise into the state. Fitted by
+      :func:`nado.twin.fit_sde.fit_sde`; see :meth:`nado.twin.model.Twin.embed`.
     """
 
     kind: str
@@ -60,6 +66,7 @@ class TwinConfig:
     tau0: float = 0.6
     tau_ratio: float = 0.7
     delays: str = "learned"
+    init_state_gain: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         def bad(key: str, why: str) -> ConfigError:
@@ -93,6 +100,10 @@ class TwinConfig:
             raise bad("input_hi", "each input_hi must exceed input_lo (the active range)")
         if any(sd <= 0 for sd in self.obs_std):
             raise bad("obs_std", "standard deviations must be > 0")
+        gain = tuple(float(v) for v in np.asarray(self.init_state_gain, dtype=float).ravel())
+        if gain and (len(gain) != self.n_obs or not all(0.0 <= v <= 1.0 for v in gain)):
+            raise bad("init_state_gain", f"needs {self.n_obs} values in [0, 1] (or none), got {len(gain)}")
+        object.__setattr__(self, "init_state_gain", gain)
         if not (self.tau0 > 0 and 0 < self.tau_ratio <= 1):
             raise bad("tau0/tau_ratio", "need tau0 > 0 and 0 < tau_ratio <= 1")
 
@@ -117,7 +128,7 @@ class TwinConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict including ``version``."""
         d = asdict(self)
-        for key in ("input_lo", "input_hi", "obs_mean", "obs_std"):
+        for key in ("input_lo", "input_hi", "obs_mean", "obs_std", "init_state_gain"):
             d[key] = list(d[key])
         d["version"] = CONFIG_VERSION
         return d

@@ -90,9 +90,23 @@ class Twin(nn.Module):
     def denormalise_obs(self, z: Tensor) -> Tensor:
         return z * self.obs_std + self.obs_mean
 
-    def embed(self, z0: Tensor) -> Tensor:
-        """Normalised initial observable (B, n_obs) -> embedded state (B, D), delays = z0."""
-        return z0.repeat(1, self.config.n_delay + 1)
+    def initial_state(self, z0: Tensor, gain: Tensor | None = None) -> Tensor:
+        """Normalised measured initial observable (B, n_obs) -> the state the twin starts from:
+        ``r + k * (z0 - r)`` with ``r`` the mean stored reset observable and ``k`` the
+        ``config.init_state_gain`` (or ``gain``); the identity when ``k = 1``. Physical reason:
+        a measurement after reset is the reset state plus readout noise; only the part ``k`` of
+        its deviation is state the device carries forward (see :class:`TwinConfig`)."""
+        if gain is None:
+            if not self.config.init_state_gain:
+                return z0
+            gain = torch.tensor(self.config.init_state_gain, dtype=z0.dtype, device=z0.device)
+        r = self.normalise_obs(self.reset_samples.mean(0)).to(z0.dtype)
+        return r + gain * (z0 - r)
+
+    def embed(self, z0: Tensor, gain: Tensor | None = None) -> Tensor:
+        """Normalised initial observable (B, n_obs) -> embedded state (B, D), every delay = the
+        initial state (:meth:`initial_state`)."""
+        return self.initial_state(z0, gain).repeat(1, self.config.n_delay + 1)
 
     # ----------------------------------------------------------------- sampling
     def sample_initial(self, batch: int, generator: torch.Generator | None = None) -> Tensor:
