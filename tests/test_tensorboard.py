@@ -121,8 +121,8 @@ def test_nado_run_writes_events_unless_turned_off(tmp_path):
     ea = load(tmp_path / "runs" / "on")
     tags = ea.Tags()
     for tag in ("twin/nra/ode/train_loss", "twin/nra/sde/warm_loss", "train/vis25/sde/loss",
-                "train/vis25/ode/val", "metrics/vis25/sde/transfer/accuracy", "metrics/vis25/ode/sim/accuracy",
-                "metrics/rig/nra/snr", "metrics/twin/nra/sde/w1"):
+                "train/vis25/ode/val", "metrics/vis25/sde/transfer/accuracy",
+                "metrics/vis25/ode/sim/accuracy", "metrics/rig/nra/snr", "metrics/twin/nra/sde/w1"):
         assert tag in tags["scalars"], tag
     assert len(ea.Scalars("train/vis25/sde/loss")) == 2
     acc = res["networks"]["sde"]["transfer"]["accuracy"]
