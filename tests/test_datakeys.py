@@ -20,7 +20,7 @@ def _validate(keys: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def served():
+def station_bus():
     rigs = {**build_rigs(load_station(None)), "leaky": LeakyRig("leaky", n_in=2, n_out=3),
             "echo": EchoRig("echo", n_in=3)}
     ep = f"inproc://datakeys-{uuid.uuid4().hex}"
@@ -30,8 +30,8 @@ def served():
 
 
 @pytest.mark.parametrize("rig", ["nra", "asvi", "leaky", "echo"])
-def test_describe_reply_carries_valid_data_keys(served, rig):
-    ep, rigs = served
+def test_describe_reply_carries_valid_data_keys(station_bus, rig):
+    ep, rigs = station_bus
     with RigClient(ep, rig) as client:
         d = client.describe()
     keys = d["data_keys"]
