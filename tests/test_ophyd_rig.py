@@ -108,6 +108,22 @@ def test_bad_station_entries_name_the_problem(key, value, match):
         build_rig(parse_station(st), "stage")
 
 
+def test_several_outputs_are_channels_in_order():
+    st = station()
+    st["rigs"]["stage"]["outputs"] = ["sensor.value", "field"]   # the field read back as channel 2
+    r = build_rig(parse_station(st), "stage")
+    try:
+        d = r.describe()
+        assert d["output"] == {"dims": [2], "units": "Oe,V"}
+        assert [c["name"] for c in d["channels"]] == ["stage-sensor-value", "stage-field"]
+        u = np.array([[[5.0], [25.0], [35.0]]])
+        res = r.drive(u)
+        np.testing.assert_array_equal(res.outputs[0, :, 1], u[0, :, 0])
+        assert res.outputs[0, 0, 0] < 0 < res.outputs[0, 2, 0]
+    finally:
+        r.close()
+
+
 def test_reset_false_needs_one_experiment(rig):
     from bridge import BadInput
     with pytest.raises(BadInput, match="B must be 1"):
