@@ -82,7 +82,8 @@ def _train_net(runner, name: str, cond, twins, twin_keys, cfg, *, cascade_client
               "train": _cfg_dict(cfg), "twins": twin_keys, "seed": runner.seed,
               "code": code_digest("nado.network")}
     if cascade_clients is not None:
-        inputs["rigs"] = [c.describe() for c in cascade_clients]
+        from bridge.datakeys import without_data_keys
+        inputs["rigs"] = [without_data_keys(c.describe()) for c in cascade_clients]
     d, done = runner.cache.lookup(f"train-{name}", inputs)
     if not done:
         if cascade_clients is None:

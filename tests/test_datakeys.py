@@ -79,3 +79,15 @@ def test_output_range_becomes_display_limits_and_bad_descriptions_pass_through()
     assert keys["input"]["source"] == "nado://local/x"
     assert with_data_keys({"name": "broken"}, "inproc://x") == {"name": "broken"}
     np.testing.assert_equal(keys["input"]["shape"], [])
+
+
+def test_identity_without_data_keys_does_not_depend_on_the_endpoint():
+    """Two servers of the same rig differ only in data_keys' source (what nado run's cache keys drop)."""
+    from bridge.datakeys import without_data_keys
+    descs = []
+    for _ in range(2):
+        ep = f"inproc://datakeys-{uuid.uuid4().hex}"
+        with RigServer({"leaky": LeakyRig("leaky")}, ep), RigClient(ep, "leaky") as c:
+            descs.append(c.describe())
+    assert descs[0]["data_keys"] != descs[1]["data_keys"]
+    assert without_data_keys(descs[0]) == without_data_keys(descs[1]) == LeakyRig("leaky").describe()
