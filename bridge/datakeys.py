@@ -21,7 +21,9 @@ endpoint and the rig (``nado://ENDPOINT/RIG``; the rig is the text after the
 last ``/``).
 
 The server applies it to every describe reply (:mod:`bridge.worker`), so every
-backend's description carries DataKeys without doing anything. This module
+backend's description carries DataKeys without doing anything. Their ``source``
+names the endpoint, which says how the rig was reached, not what it is: a cache key
+or a comparison of rigs uses :func:`without_data_keys`. This module
 imports no bluesky package: the vocabulary is plain dicts (tests validate them
 against event-model's schema).
 """
@@ -76,3 +78,9 @@ def with_data_keys(description: dict[str, Any], endpoint: str | None,
     out = copy.copy(description)
     out["data_keys"] = keys
     return out
+
+
+def without_data_keys(description: dict[str, Any]) -> dict[str, Any]:
+    """The description as the rig states it: without the endpoint-dependent ``data_keys``
+    (what identifies a rig across servers, e.g. in cache keys)."""
+    return {k: v for k, v in description.items() if k != "data_keys"}

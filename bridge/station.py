@@ -36,7 +36,7 @@ built-in station serves the emulated ``nra`` (``physics.nra``) and ``asvi``
 
 Backends are found through ``importlib.metadata.entry_points(group="bridge.backends")``
 (the ``nado`` distribution registers ``echo``, ``leaky``, ``replay``,
-``nidaqmx.nra``, ``physics.nra``, ``physics.asvi``, ``sde``) or as
+``nidaqmx.nra``, ``physics.nra``, ``physics.asvi``, ``sde``, ``ophyd``) or as
 ``python:package.module:Class``. Every problem raises :class:`StationError`
 naming the rig and the key.
 """

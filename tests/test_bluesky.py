@@ -59,6 +59,8 @@ def test_scan_over_the_emulated_nra(endpoint, RE):
     assert names[0] == "start" and names[-1] == "stop" and names.count("event") == 21
     assert docs[-1][1]["exit_status"] == "success"
     desc = next(d for n, d in docs if n == "descriptor")
+    # the input is the scan's motor, read as its own object (what BestEffortCallback looks up)
+    assert list(docs[0][1]["motors"]) == ["nra-input"] and desc["object_keys"]["nra-input"] == ["nra-input"]
     keys = desc["data_keys"]
     src = f"nado://{endpoint}/nra"
     assert keys["nra-input"]["source"] == keys["nra-output"]["source"] == src

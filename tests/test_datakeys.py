@@ -20,7 +20,7 @@ def _validate(keys: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def served():
+def station_bus():
     rigs = {**build_rigs(load_station(None)), "leaky": LeakyRig("leaky", n_in=2, n_out=3),
             "echo": EchoRig("echo", n_in=3)}
     ep = f"inproc://datakeys-{uuid.uuid4().hex}"
@@ -30,8 +30,8 @@ def served():
 
 
 @pytest.mark.parametrize("rig", ["nra", "asvi", "leaky", "echo"])
-def test_describe_reply_carries_valid_data_keys(served, rig):
-    ep, rigs = served
+def test_describe_reply_carries_valid_data_keys(station_bus, rig):
+    ep, rigs = station_bus
     with RigClient(ep, rig) as client:
         d = client.describe()
     keys = d["data_keys"]
@@ -79,3 +79,15 @@ def test_output_range_becomes_display_limits_and_bad_descriptions_pass_through()
     assert keys["input"]["source"] == "nado://local/x"
     assert with_data_keys({"name": "broken"}, "inproc://x") == {"name": "broken"}
     np.testing.assert_equal(keys["input"]["shape"], [])
+
+
+def test_identity_without_data_keys_does_not_depend_on_the_endpoint():
+    """Two servers of the same rig differ only in data_keys' source (what nado run's cache keys drop)."""
+    from bridge.datakeys import without_data_keys
+    descs = []
+    for _ in range(2):
+        ep = f"inproc://datakeys-{uuid.uuid4().hex}"
+        with RigServer({"leaky": LeakyRig("leaky")}, ep), RigClient(ep, "leaky") as c:
+            descs.append(c.describe())
+    assert descs[0]["data_keys"] != descs[1]["data_keys"]
+    assert without_data_keys(descs[0]) == without_data_keys(descs[1]) == LeakyRig("leaky").describe()

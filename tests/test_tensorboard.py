@@ -120,13 +120,13 @@ def test_nado_run_writes_events_unless_turned_off(tmp_path):
     res = run_scenario(on, out=tmp_path / "runs" / "on", cache_dir=cache, progress=False)
     ea = load(tmp_path / "runs" / "on")
     tags = ea.Tags()
-    for tag in ("twin/nra/ode/train_loss", "twin/nra/sde/warm_loss", "train/v25/sde/loss",
-                "train/v25/ode/val", "metrics/v25/sde/transfer/accuracy", "metrics/v25/ode/sim/accuracy",
-                "metrics/rig/nra/snr", "metrics/twin/nra/sde/w1"):
+    for tag in ("twin/nra/ode/train_loss", "twin/nra/sde/warm_loss", "train/vis25/sde/loss",
+                "train/vis25/ode/val", "metrics/vis25/sde/transfer/accuracy",
+                "metrics/vis25/ode/sim/accuracy", "metrics/rig/nra/snr", "metrics/twin/nra/sde/w1"):
         assert tag in tags["scalars"], tag
-    assert len(ea.Scalars("train/v25/sde/loss")) == 2
+    assert len(ea.Scalars("train/vis25/sde/loss")) == 2
     acc = res["networks"]["sde"]["transfer"]["accuracy"]
-    assert ea.Scalars("metrics/v25/sde/transfer/accuracy")[0].value == pytest.approx(acc, rel=1e-6)
+    assert ea.Scalars("metrics/vis25/sde/transfer/accuracy")[0].value == pytest.approx(acc, rel=1e-6)
     assert any(t.startswith("figures/") for t in tags["images"])
     run_scenario(off, out=tmp_path / "runs" / "off", cache_dir=cache, progress=False)   # cached stages
     assert (tmp_path / "runs" / "off" / "results.json").is_file()

@@ -42,6 +42,7 @@ How it behaves:
 from __future__ import annotations
 
 import asyncio
+import copy
 import importlib
 import inspect
 import math
@@ -224,7 +225,6 @@ class OphydRig:
 
     # ------------------------------------------------------------------ the rig
     def describe(self) -> dict[str, Any]:
-        import copy
         return copy.deepcopy(self._desc)
 
     async def _set(self, value: np.ndarray) -> None:

@@ -5,6 +5,13 @@
 - :func:`collect_plan` (:mod:`nado.bluesky.plan`): ``nado collect``'s recipe inside a
   RunEngine, emitting event-model documents and writing the same HDF5 dataset.
 """
+try:
+    import bluesky as _bluesky  # noqa: F401
+    import ophyd_async as _ophyd_async  # noqa: F401
+except ImportError as exc:   # say how to get them, not just which module is missing
+    raise ImportError(f"nado.bluesky needs ophyd-async and bluesky ({exc}); "
+                      "pip install 'nado[bluesky]'") from exc
+
 from .device import Drive, RigDevice, RigSequence
 from .plan import collect_plan
 

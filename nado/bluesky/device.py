@@ -10,16 +10,15 @@
         nra = RigDevice("tcp://127.0.0.1:5555", "nra")
     RE(bp.scan([nra], nra.input, 15, 35, 21))
 
-Children (signal names are ``{device name}-{child}``):
+Parts (signal names are ``{device name}-{part}``):
 
 - ``input`` (settable): ``set(u)`` drives **one step** of ``u`` (a number, or ``n_in``
   numbers). The first step after ``stage()`` (every run stages its devices) starts
   with the rig's reset; later steps continue its state (``reset=False``). Its
   reading is the last input.
 - ``output``: the observable after the last step (hinted: a scan's plotted column);
-  ``instrument_s``: the instrument time of every drive so far, seconds. These two and
-  ``input`` are what ``read()`` of the device gives (bluesky reads a child moved in a
-  scan through its parent).
+  ``instrument_s``: the instrument time of every drive so far, seconds. These two are
+  what ``read()`` of the device gives; ``input`` is read on its own, as a scan's motor.
 - ``sequence`` (settable, readable on its own): ``set(Drive(inputs (B, T, n_in),
   reset=True, seed=None))`` (or just an array ``(T, n_in)`` / ``(B, T, n_in)``) drives a
   whole batch of sequences; its reading holds ``inputs``, ``outputs (B, T, n_out)``,
@@ -100,6 +99,7 @@ class RigSequence(StandardReadable):
             self.initial = SignalR(self._values["initial"])
             self.reset_flag = SignalR(self._values["reset_flag"])
             self.seed = SignalR(self._values["seed"])
+        with self.add_children_as_readables(StandardReadableFormat.HINTED_SIGNAL):   # what a table shows
             self.drive_s = SignalR(self._values["drive_s"])
         super().__init__(name=name)
 
@@ -145,14 +145,30 @@ class RigDevice(StandardReadable):
         out_init = 0.0 if self.n_out == 1 else np.zeros(self.n_out)
         self._output = _BusBackend(out_type, out_init, self.source, self.keys["output"])
         self._instrument_s = _BusBackend(float, 0.0, self.source, {"units": "s"})
-        self.input = SignalRW(_BusBackend(in_type, in_init, self.source, self.keys["input"], setter=self._step))
+        # The input is its own bluesky object, not a child: a scan names it as its motor and reads it
+        # beside the device (bluesky would drop a child of a device it reads, and callbacks such as
+        # BestEffortCallback then miss the motor's data). set_name and connect keep it in step.
+        object.__setattr__(self, "_input", SignalRW(_BusBackend(in_type, in_init, self.source,
+                                                                self.keys["input"], setter=self._step)))
         with self.add_children_as_readables(StandardReadableFormat.HINTED_SIGNAL):
             self.output = SignalR(self._output)
         with self.add_children_as_readables():
             self.instrument_s = SignalR(self._instrument_s)
-        self.add_readables([self.input])   # a scan over nra.input reads it through nra (its parent)
         self.sequence = RigSequence(self)
         super().__init__(name=rig if name is None else name)
+
+    @property
+    def input(self) -> SignalRW:
+        """The settable input: ``set(u)`` drives one step (see the module docstring)."""
+        return self._input
+
+    def set_name(self, name: str, *, child_name_separator: str | None = None) -> None:
+        super().set_name(name, child_name_separator=child_name_separator)
+        self._input.set_name(f"{name}{self._child_name_separator}input" if name else "")
+
+    async def connect(self, mock: Any = False, timeout: float = 10.0, force_reconnect: bool = False) -> None:
+        await super().connect(mock=mock, timeout=timeout, force_reconnect=force_reconnect)
+        await self._input.connect(mock=mock, timeout=timeout, force_reconnect=force_reconnect)
 
     # ------------------------------------------------------------------ driving
     async def drive(self, x: np.ndarray, *, reset: bool, seed: int | None):

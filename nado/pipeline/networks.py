@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from bridge.datakeys import without_data_keys
+
 from ..io import save_npy_atomic, write_json_atomic
 from ..network.variants import Job, Trained, get, measure_variant, order, train_variant
 from .cache import code_digest
@@ -121,7 +123,7 @@ def _train_net(runner, v: str, tag: str, cond, job: Job, layers) -> tuple[Traine
               "train": _cfg_dict(cfg), "twins": _twin_keys(runner, spec.twins, layers), "seed": runner.seed,
               "code": code_digest("nado.network")}
     if spec.rigs_to_train:
-        inputs["rigs"] = [c.describe() for c in job.clients]
+        inputs["rigs"] = [without_data_keys(c.describe()) for c in job.clients]   # the rigs, not their endpoint
     d, done = runner.cache.lookup(f"train-{tag}", inputs)
     if not done:
         t = train_variant(v, job)

@@ -137,7 +137,8 @@ class Runner:
         """Collect, SNR, twins and twin report for one device kind."""
         from ..data.dataset import load_dataset, split_dataset
         sc = self.sc
-        desc = client.describe()
+        from bridge.datakeys import without_data_keys
+        desc = without_data_keys(client.describe())   # the rig, not the endpoint it is served on
         ident = {"describe": desc, "station": station_identity(sc)}
         self.results["rigs"][sc.rig_name(kind)] = {"kind": kind, "rig": sc.rig_name(kind), "describe": desc}
         kw = sc.collect.for_kind(kind)
