@@ -58,9 +58,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sde", type=Path)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--task-seed", type=int, default=0, help="seed of the digits split and masking")
-    ap.add_argument("--variants", nargs="+", default=["sde", "ode"],
-                    help="sde, ode (twin networks), sde-on-ode (trained SDE, simulated noise-free), leaky, mlp")
-    ap.add_argument("--rig", nargs="*", default=[], help="NRA station parameters key=value")
+    ap.add_argument("--variants", default="sde,ode",
+                    help="comma-separated: sde, ode (networks of twins), leaky, mlp (software)")
+    ap.add_argument("--rig", action="append", default=[], help="an NRA station parameter key=value (repeatable)")
     ap.add_argument("--n-train", type=int)
     ap.add_argument("--tag", default="")
     ap.add_argument("--out", type=Path)
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     cfg = TrainConfig.from_dict(base)
     for seed in a.seeds:
         row = {"tag": a.tag, "seed": seed, "train": {k: v for k, v in _pairs(a.train).items()}, "rig": rig_kw}
-        for v in a.variants:
+        for v in a.variants.split(","):
             t0 = time.perf_counter()
             if v in ("leaky", "mlp"):
                 net, hist = train_software(task, cfg, kind="leaky" if v == "leaky" else "static", seed=seed)
