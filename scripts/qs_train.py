@@ -8,7 +8,9 @@ the station's parameters (``--rig key=value``; default: the built-in station's N
 physics the bus serves. One JSON line per seed on stdout; ``--out`` appends them to a file.
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/qs_train.py --cache runs/.nado-cache \
-        --seeds 0 1 2 epochs=30 lr=0.01
+        --variants sde,ode augment='"remask"' lr=0.01 --seeds 0 1 2
+
+(``--seeds`` takes several values: put the ``key=value`` settings before it.)
 
 Twins: ``--cache DIR`` holds ``ode-nra-*/twin.pt`` and ``sde-nra-*/twin.pt`` (the newest of
 each is used unless ``--ode``/``--sde`` name the files).
