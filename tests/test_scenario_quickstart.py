@@ -1,5 +1,9 @@
 """The quickstart scenario end to end, with its reduced budget (--quick): the same code path as
-`nado run scenarios/quickstart.toml`, on the built-in emulated NRA served over ipc://."""
+`nado run scenarios/quickstart.toml`, on the built-in emulated NRA served over ipc://.
+
+The reduced budget is sized to show the paper's effect, not only to exercise the path
+(docs/classification.md): with seed 0 the ODE twin's network loses more on transfer than the SDE
+twin's, and the SDE twin's weights transfer at least as well."""
 from __future__ import annotations
 
 import json
@@ -11,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "scenarios" / "quickstart.toml"
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +31,6 @@ def test_results_layout(first_run):
     base, res = first_run
     on_disk = json.loads((base / "run" / "results.json").read_text())
     assert on_disk["networks"].keys() == res["networks"].keys() == {"sde", "ode", "rc", "leaky"}
-    for v in ("sde", "ode", "rc"):
-        for col in ("sim", "transfer"):
-            acc = on_disk["networks"][v][col]["accuracy"]
-            assert 0.0 <= acc <= 1.0
     assert on_disk["networks"]["leaky"]["transfer"] is None  # software: nothing to transfer
     for kind in ("ode", "sde"):
         assert {"mean_error", "std_ratio", "autocov_error", "w1", "nrmse_by_horizon"} <= \
@@ -43,12 +43,28 @@ def test_results_layout(first_run):
     assert {"nado", "torch", "numpy", "python"} <= set(on_disk["versions"])
 
 
+def test_the_effect_on_a_ci_sized_run(first_run):
+    """Fixed seeds, so the numbers are fixed; the margins say how far they are from the limits."""
+    _, res = first_run
+    nets = res["networks"]
+    acc = {v: {c: nets[v][c]["accuracy"] for c in ("sim", "transfer")} for v in ("sde", "ode")}
+    over = {v: acc[v]["sim"] - acc[v]["transfer"] for v in acc}
+    # the networks learned the task (chance is 10 %), so the comparison means something
+    assert acc["sde"]["transfer"] > 0.6 and acc["ode"]["sim"] > 0.6, acc
+    # the paper's effect: the noise-free twin over-promises more than the noise-aware one ...
+    assert over["ode"] > over["sde"], (over, acc)
+    # ... and the noise-aware twin's weights do at least as well on the rig
+    assert acc["sde"]["transfer"] >= acc["ode"]["transfer"], acc
+    # the SDE twin reproduces the rig's repeat-to-repeat spread (DESIGN.md's band)
+    assert 0.8 <= res["twins"]["sde"]["std_ratio"] <= 1.25, res["twins"]["sde"]
+
+
 def test_run_folder_holds_scenario_report_and_figures(first_run):
     import tomllib
     base, res = first_run
     run = base / "run"
     resolved = tomllib.loads((run / "scenario.toml").read_text())
-    assert resolved["task"]["kind"] == "digits" and resolved["train"]["epochs"] == 4  # the budget's
+    assert resolved["task"]["kind"] == "digits" and resolved["train"]["epochs"] == 12  # the budget's
     report = (run / "report.md").read_text()
     assert "| sde |" in report and "96.8" in report  # ours beside the paper's
     for fig in ("fig_accuracy.png", "fig_training.png", "fig_twin_repeats_nra.png"):

@@ -13,7 +13,10 @@ BPTT (None = full BPTT) with ``burn_in`` steps evolved without gradients and
 cosine | step (``step_size`` epochs, ``gamma``); early stopping after
 ``patience`` epochs without a better validation metric (a ``val_fraction`` of
 the training set is held out when the task has no validation split);
-``noise`` trains through the twins' noise; ``max_train`` caps the training set.
+``noise`` trains through the twins' noise; ``max_train`` caps the training set;
+``augment`` = none | remask (partially observable digits: each epoch shows every
+training image under a fresh random partition into frames,
+:func:`nado.tasks.digits.remask_frames`).
 """
 from __future__ import annotations
 
@@ -48,6 +51,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     noise: bool = True
     max_train: int | None = None
+    augment: str = "none"
     eval_batch: int = 512
     progress: bool = True
 
@@ -61,6 +65,8 @@ class TrainConfig:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError(f"train.epochs, batch_size and lr must be positive "
                               f"(got {self.epochs}, {self.batch_size}, {self.lr})")
+        if self.augment not in ("none", "remask"):
+            raise ConfigError(f"train.augment must be none or remask, got {self.augment!r}")
         if self.tbptt is not None and self.tbptt < 1:
             raise ConfigError(f"train.tbptt must be >= 1 steps or absent, got {self.tbptt}")
         if self.burn_in < 0 or self.washout < 0:

@@ -130,6 +130,9 @@ def _score(task: TaskData, m: dict) -> float:
 def _batches(task: TaskData, config: TrainConfig, rng: np.random.Generator, kind: str):
     """Yield ``(x, y, x_burn, steps, washout)`` tensors for one epoch."""
     x, y = task.x_train, task.y_train
+    if config.augment == "remask":
+        from ..tasks.digits import remask_frames
+        x = remask_frames(x, rng)
     N, T = x.shape[:2]
     if config.tbptt is None:
         idx = rng.permutation(N)

@@ -212,6 +212,25 @@ def partial_frames(pixels: np.ndarray, n_frames: int, *, seed: int) -> np.ndarra
     return np.where(masks, pixels[:, None, :], np.float32(0.0))
 
 
+def remask_frames(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The same images under a fresh random partition: ``frames (n, N, n_pixels)`` as made by
+    :func:`partial_frames` -> a new array of that shape whose frames partition each image anew.
+
+    Training-time augmentation (``[train] augment = "remask"``): every epoch shows each training
+    image with new masks, as the test set does with its own seeds. Raises ``ValueError`` when the
+    frames overlap (then they are not a partition of one image and summing them is meaningless).
+    """
+    frames = np.asarray(frames, dtype=np.float32)
+    if frames.ndim != 3:
+        raise ValueError(f"frames must be (n, n_frames, n_pixels), got shape {frames.shape}")
+    if np.any(np.count_nonzero(frames, axis=1) > 1):
+        raise ValueError("frames overlap (a pixel is shown in two frames): remasking needs frames that "
+                         "partition each image, as partial_frames makes them; drop train.augment")
+    n, n_frames, n_pixels = frames.shape
+    masks = partition_masks(n, n_pixels, n_frames, seed=int(rng.integers(2 ** 63)))
+    return np.where(masks, frames.sum(axis=1)[:, None, :], np.float32(0.0))
+
+
 def load_images(source: str, *, data_dir: str | Path | None = None,
                 split: str = "train") -> Images:
     """Images of one source; ``split`` only matters for "mnist" (which has its own test files)."""
