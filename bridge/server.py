@@ -382,7 +382,8 @@ class RigServer:
             self._stats["dropped"] += 1
             return
         try:
-            head = P.unpack_header(body[0].buffer)
+            hbytes = body[0].bytes
+            head = P.unpack_header(hbytes)
         except ProtocolError as exc:
             return self._error(envelope, None, exc.code, exc.message)
         rid = head.get("id")
@@ -409,7 +410,7 @@ class RigServer:
         args = head.get("args", {})
         canon = b""
         if op in P.CACHED_OPS:
-            canon = body[0].bytes   # the whole header: a retry resends it unchanged
+            canon = hbytes   # the whole header: a retry resends it unchanged
             if self._repeat(envelope, (peer, rid), canon, body[1:], rig):
                 return
         if op in P.RIG_OPS or (op == P.STATUS and rig is not None):
