@@ -171,6 +171,7 @@ class RigServer:
         self._router.setsockopt(zmq.LINGER, 0)
         self._router.setsockopt(zmq.MAXMSGSIZE, int(max_message_bytes))
         self._router.setsockopt(zmq.SNDHWM, int(peer_replies))
+        self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)   # a reply that cannot go raises: counted, dropped
         self._router.setsockopt(zmq.RCVHWM, 4 * int(peer_queue))
         if heartbeat_s > 0:  # ZMTP heartbeats: dead clients' connections are closed
             self._router.setsockopt(zmq.HEARTBEAT_IVL, int(heartbeat_s * 1000))
