@@ -195,6 +195,8 @@ def test_drives_queued_before_a_lock_do_not_run_inside_the_lease(bus):
         assert gate.started.wait(10)
         for _ in range(2):
             sb.send_multipart(drive_frames("gate", np.ones((1, 2, 1))))     # queued
+        while srv.status()["rigs"]["gate"]["waiting"] < 3:                 # both are in the rig's queue
+            pass
         h, _ = raw_call(ep, _lock_frames(client="tok-a"), peer=alice)
         assert h["ok"]
         gate.gate.set()
