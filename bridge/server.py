@@ -383,7 +383,7 @@ class RigServer:
             self._stats["dropped"] += 1
             return
         try:
-            hbytes = body[0].bytes
+            hbytes = body[0].bytes if len(body[0]) <= P.MAX_HEADER_BYTES else body[0].buffer   # no big copies
             head = P.unpack_header(hbytes)
         except ProtocolError as exc:
             return self._error(envelope, None, exc.code, exc.message)
