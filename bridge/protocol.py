@@ -23,7 +23,6 @@ the frames' memory (``np.frombuffer``). Malformed input raises
 """
 from __future__ import annotations
 
-import math
 import threading
 from typing import Any, Sequence
 
