@@ -13,7 +13,7 @@ class ReplyCache:
     """Reply frames by key, bounded by count, age (seconds) and total bytes.
 
     The server's keys are ``(peer, request id)``: one peer never sees another's entries.
-    ``get(key) -> (meta, frames) | None``; ``put(key, meta, frames)``; ``clock``: a
+    ``get(key) -> (meta, frames) | None``; ``put(key, meta, frames, extra_bytes)``; ``clock``: a
     monotonic clock in seconds (tests inject one).
 
     Insertion is O(1): the oldest entry goes when the count is exceeded; age and
@@ -49,8 +49,9 @@ class ReplyCache:
             return None
         return hit[1], hit[2]
 
-    def put(self, key: Hashable, meta: Any, frames: list) -> None:
-        n = 0
+    def put(self, key: Hashable, meta: Any, frames: list, extra_bytes: int = 0) -> None:
+        """Keep ``frames`` (and ``meta``, whose own ``extra_bytes`` count toward the byte bound)."""
+        n = extra_bytes
         for f in frames:
             n += f.nbytes if type(f) is np.ndarray else len(f)
         if n > self.max_bytes or self.size == 0:

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import BridgeError, OutOfRange, RigError, StationError
+from .errors import OutOfRange, RigError, StationError
 from .rig import DriveResult, check_inputs
 
 _REQUIRED_FOR_REAL = ("max_field_oe", "max_coil_v", "max_slew_oe_per_s")

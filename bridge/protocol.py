@@ -23,7 +23,6 @@ the frames' memory (``np.frombuffer``). Malformed input raises
 """
 from __future__ import annotations
 
-import math
 import threading
 from typing import Any, Sequence
 
@@ -104,7 +103,8 @@ def unpack_header(data: bytes | memoryview) -> dict[str, Any]:
         raise ProtocolError(BAD_REQUEST, f"header is not valid msgpack ({type(exc).__name__}: {exc})") from None
     if not isinstance(obj, dict):
         raise ProtocolError(BAD_REQUEST, f"header must be a msgpack map, got {type(obj).__name__}")
-    if len(bytes(data).translate(None, _NOT_CONTAINER)) > MAX_DEPTH:   # else it cannot nest deeper
+    if len((data if type(data) is bytes else bytes(data)).translate(None, _NOT_CONTAINER)) > MAX_DEPTH:
+        # else it cannot nest deeper
         check_depth(obj)
     return obj
 

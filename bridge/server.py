@@ -27,7 +27,7 @@ Design (one thread owns each socket):
   saving two thread hand-offs (``RigWorker.fast``; ``inline=False`` turns it off).
 - Peers (``bridge/PROTOCOL.md``): the caller's CurveZMQ key, else its routing id.
   Replies to ``describe``/``drive`` are kept in a cache keyed by (peer, request
-  id) with a digest of the whole request: a retry of the same request is
+  id) with the whole request they answered: a retry of the same request is
   answered from the cache (or, while the first try still runs, when it
   finishes) and never executed twice; the same id with a different request is
   ``BAD_REQUEST``; another peer's id is another request. Leases belong to
@@ -52,10 +52,10 @@ import socket as _socket
 import threading
 import time
 import uuid
-import zlib
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import zmq
 
 from . import protocol as P
@@ -78,18 +78,20 @@ MAX_JOINED = 8                 # repeats of one running request that wait for it
 SHUTDOWN_S = 5.0               # default wait for running drives to stop at shutdown
 
 
-def request_digest(canon: bytes, bufs: list) -> tuple[int, int, tuple]:
-    """What identifies a request's content: its header and every array byte.
+def same_request(canon: bytes, bufs: list, other_canon: bytes, other_bufs: list) -> bool:
+    """Whether two requests are the same: equal header bytes and equal buffer bytes.
 
-    ``canon``: the header frame's bytes (op, rig, args, id, ...); ``bufs``: the buffer frames.
-    A CRC-32 over both plus their sizes: it tells a retry from a different request under the
-    same id of the *same* peer (peers are kept apart by their keys, so the digest needs no
-    cryptographic strength; it guards against mistakes, not attackers).
+    ``canon``: a header frame's bytes (op, rig, args, id, ...); ``bufs``: its buffer frames. The
+    server keeps each answered request with its reply, so a retry is told from a different request
+    under the same id of the same peer exactly (no digest to collide, nothing to hash per request).
     """
-    crc = zlib.crc32(canon)
-    for b in bufs:
-        crc = zlib.crc32(b.buffer if type(b) is zmq.Frame else b, crc)
-    return crc, len(canon), tuple(len(b) for b in bufs)
+    if canon != other_canon or len(bufs) != len(other_bufs):
+        return False
+    for a, b in zip(bufs, other_bufs):
+        a, b = (np.frombuffer(f.buffer if type(f) is zmq.Frame else f, np.uint8) for f in (a, b))
+        if a.shape != b.shape or not np.array_equal(a, b):
+            return False
+    return True
 
 
 class RigServer:
@@ -171,6 +173,7 @@ class RigServer:
         self._router.setsockopt(zmq.LINGER, 0)
         self._router.setsockopt(zmq.MAXMSGSIZE, int(max_message_bytes))
         self._router.setsockopt(zmq.SNDHWM, int(peer_replies))
+        self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)   # a reply that cannot go raises: counted, dropped
         self._router.setsockopt(zmq.RCVHWM, 4 * int(peer_queue))
         if heartbeat_s > 0:  # ZMTP heartbeats: dead clients' connections are closed
             self._router.setsockopt(zmq.HEARTBEAT_IVL, int(heartbeat_s * 1000))
@@ -382,7 +385,8 @@ class RigServer:
             self._stats["dropped"] += 1
             return
         try:
-            head = P.unpack_header(body[0].buffer)
+            hbytes = body[0].bytes if len(body[0]) <= P.MAX_HEADER_BYTES else body[0].buffer   # no big copies
+            head = P.unpack_header(hbytes)
         except ProtocolError as exc:
             return self._error(envelope, None, exc.code, exc.message)
         rid = head.get("id")
@@ -409,7 +413,7 @@ class RigServer:
         args = head.get("args", {})
         canon = b""
         if op in P.CACHED_OPS:
-            canon = body[0].bytes   # the whole header: a retry resends it unchanged
+            canon = hbytes   # the whole header: a retry resends it unchanged
             if self._repeat(envelope, (peer, rid), canon, body[1:], rig):
                 return
         if op in P.RIG_OPS or (op == P.STATUS and rig is not None):
@@ -440,9 +444,7 @@ class RigServer:
         jid = self._running.get(key)
         if jid is not None:
             job = self._jobs[jid]
-            same = (canon == job["canon"] and len(bufs) == len(job["bufs"])
-                    and request_digest(b"", bufs) == request_digest(b"", job["bufs"]))
-            if not same:
+            if not same_request(canon, bufs, job["canon"], job["bufs"]):
                 self._error(envelope, key[1], P.BAD_REQUEST, f"request id {key[1]!r} is in use by a different "
                             "request of yours; use a fresh id per request")
             elif len(job["envelopes"]) > MAX_JOINED:
@@ -455,8 +457,8 @@ class RigServer:
         hit = self._cache.get(key)
         if hit is None:
             return False
-        (op, hit_rig, digest), frames = hit
-        if digest != request_digest(canon, bufs):
+        (op, hit_rig, first_canon, first_bufs), frames = hit
+        if not same_request(canon, bufs, first_canon, first_bufs):
             self._error(envelope, key[1], P.BAD_REQUEST, f"request id {key[1]!r} was already used by you for a "
                         f"different request ({op} on rig {hit_rig!r}); use a fresh id per request")
         else:
@@ -540,10 +542,9 @@ class RigServer:
             for envelope in request["envelopes"]:
                 self._send(envelope, sent)
         if code != P.BUSY:   # a BUSY answer (lease) is not the request's result: a retry runs it
-            # after the send: the digest overlaps the reply's transport
-            meta = (request["op"], rig, request_digest(request["canon"], request["bufs"]))
-            self._cache.put(request["key"], meta, frames)
-        request["bufs"] = None
+            canon, bufs = request["canon"], request["bufs"]
+            self._cache.put(request["key"], (request["op"], rig, canon, bufs), frames,
+                            extra_bytes=len(canon) + sum(len(b) for b in bufs))
 
     # ---- leases and status -------------------------------------------------------------------
     def _first_endpoint(self) -> str | None:

@@ -27,7 +27,7 @@ import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from bridge import RigServer
+from bridge import RigClient, RigServer
 from bridge.auth import Security, generate
 from bridge.backends.testrigs import EchoRig, LeakyRig
 from bridge.server import MAX_JOINED
@@ -195,6 +195,8 @@ def test_drives_queued_before_a_lock_do_not_run_inside_the_lease(bus):
         assert gate.started.wait(10)
         for _ in range(2):
             sb.send_multipart(drive_frames("gate", np.ones((1, 2, 1))))     # queued
+        while srv.status()["rigs"]["gate"]["waiting"] < 3:                 # both are in the rig's queue
+            pass
         h, _ = raw_call(ep, _lock_frames(client="tok-a"), peer=alice)
         assert h["ok"]
         gate.gate.set()
@@ -367,3 +369,30 @@ def test_shutdown_stops_a_daq_drive_and_ramps_the_coils_down():
         sock.close(linger=0)
     assert srv.unsafe == {} and np.all(fake.ao_now == 0.0)
     assert srv.status()["rigs"]["nra"]["drives"] == 1
+
+
+def test_a_client_that_never_reads_holds_a_bounded_number_of_replies(bus):
+    srv, rigs = bus
+    ep = srv.endpoints[0]
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVHWM, 1)
+    sock.connect(ep)
+    n = 80
+    try:
+        for _ in range(n):
+            sock.send_multipart(drive_frames("echo", np.ones((1, 2, 1))))
+        with RigClient(ep, "echo", timeout_s=10) as probe:   # the server read and answered all n
+            while True:                                      # (and goes on serving others meanwhile)
+                echo = probe.status(rig="echo")["rigs"]["echo"]
+                if echo["requests"] >= n and echo["waiting"] == 0:
+                    break
+        dropped = srv.status()["replies_dropped"]
+        assert dropped >= n - 4 * (16 + 1)    # at most the pipe's high-water marks were kept
+        kept = 0
+        while sock.poll(0):
+            sock.recv_multipart()
+            kept += 1
+        assert kept + dropped == n and kept <= 4 * (16 + 1)
+    finally:
+        sock.close(linger=0)

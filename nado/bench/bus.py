@@ -17,8 +17,8 @@ bus round trips alternate so that load on the machine hits both alike (the
 1-minute load average is recorded beside the figures). The bus's extra cost on
 a small drive is Python work per message through its one decode/encode path
 (``bridge.protocol``: msgpack header, depth, schema and range checks, the peer's
-name, the rig's own call, the reply's encode; the request digest and the reply
-cache entry are made after the reply is sent). A real rig's step takes
+name, the rig's own call, the reply's encode; the reply cache entry, which keeps
+the request with its reply, is made after the reply is sent). A real rig's step takes
 milliseconds, so clarity wins over the last tens of microseconds: the target is
 2x raw. Large drives move as zero-copy frames.
 """

@@ -38,8 +38,8 @@ from . import target
 
 SECTION = "security"
 
-# A rig server process: echo rig "echo" and a realtime emulated NRA "nra" that prints what it
-# is asked to do ("driving", "made safe", "closed"); argv: endpoint, then "ok" or "fail" (its
+# A rig server process: echo rig "echo", a realtime emulated NRA "nra" that prints what it
+# is asked to do ("driving", "made safe", "closed") and a virtual-clock NRA "nrav"; argv: endpoint, then "ok" or "fail" (its
 # make_safe fails); stdin: "?" or "reset" -> "rss NOW PEAK" (resident bytes). Also used by
 # tests/test_bus_security.py.
 SERVE = """
@@ -58,7 +58,7 @@ class Marked(NRARig):
             raise RuntimeError("coil supply does not answer")
     def close(self):
         print("closed", flush=True)
-rigs = {"echo": EchoRig(), "nra": Marked(clock="realtime", speed=1.0)}
+rigs = {"echo": EchoRig(), "nra": Marked(clock="realtime", speed=1.0), "nrav": NRARig("nrav")}
 server = RigServer(rigs, sys.argv[1], shutdown_s=5.0)
 PAGE = os.sysconf("SC_PAGE_SIZE")
 peak = [0]
@@ -163,7 +163,7 @@ def memory_and_shutdown(quick: bool) -> dict[str, Any]:
             if not quick:   # the emulated NRA (its noise is drawn in blocks): 2**20 elements, ~15 s
                 xn = np.full((1024, 1024, 1), 40.0)
                 nb, _ = _rss(proc, "reset")
-                sock.send_multipart(_drive("nra", xn, uuid.uuid4().hex, 1), copy=False)
+                sock.send_multipart(_drive("nrav", xn, uuid.uuid4().hex, 1), copy=False)
                 nok = msgpack.unpackb(sock.recv_multipart()[0])["ok"]
                 _, npk = _rss(proc)
                 nra = {"elements": xn.size, "drive_ok": bool(nok), "rss_growth_bytes": npk - nb,

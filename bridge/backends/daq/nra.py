@@ -34,7 +34,6 @@ Station example (the limits are required for this backend)::
 """
 from __future__ import annotations
 
-import math
 import threading
 from typing import Any
 
