@@ -150,6 +150,7 @@ collect(client, sys.argv[1], sequences=23, length=6, repeats=(5, 4), resets=9, b
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_resume_after_sigkill(served, tmp_path):
     import os
     import signal

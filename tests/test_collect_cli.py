@@ -6,6 +6,8 @@ import pytest
 
 from nado.cli import main
 
+pytestmark = pytest.mark.e2e   # runs a pipeline end to end (make test-fast skips it)
+
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):

@@ -28,6 +28,7 @@ def _runner_process(root: str, tag: str, delay: float, counter: str) -> None:
         cache.release_all()
 
 
+@pytest.mark.e2e
 def test_two_runner_processes_on_one_cache_compute_each_stage_once(tmp_path):
     counter = tmp_path / "computed.txt"
     root = tmp_path / "cache"

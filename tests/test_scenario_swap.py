@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.e2e   # runs a pipeline end to end (make test-fast skips it)
+
 ROOT = Path(__file__).resolve().parents[1]
 EMULATED = ROOT / "scenarios" / "quickstart.toml"
 REAL = ROOT / "scenarios" / "quickstart_real.toml"

@@ -170,6 +170,7 @@ def _fake_trial(fail: set[str], calls: list[str]):
     return run_trial
 
 
+@pytest.mark.e2e
 def test_resume_skips_done_records_failures_and_retries_only_them(tmp_path, monkeypatch):
     import nado.pipeline.sweep.trial as st
     calls: list[str] = []

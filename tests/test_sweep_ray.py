@@ -21,7 +21,7 @@ GRID = ["train.lr=0.01,0.02",
 
 # ray 2.60 (plain `ray`, no [default]) imports and starts under filterwarnings=error without
 # emitting a warning; add a narrow pytest.mark.filterwarnings here if a later version does.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
+pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(400)]
 
 
 def _rows(tmp_path: Path) -> list[dict[str, str]]:

@@ -8,6 +8,8 @@ from nado.errors import DatasetError
 from nado.twin import fit_ode, fit_sde, mean_error, std_ratio, w1
 from nado.twin.synthetic import leaky_map, make_dataset
 
+pytestmark = pytest.mark.e2e   # fits twins for minutes (make test-fast skips it)
+
 ODE_KW = dict(epochs=15, window=10, batch=128, lr=1e-2, progress=False)
 
 

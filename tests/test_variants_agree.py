@@ -74,3 +74,38 @@ def test_transfer_command_and_run_report_identical_numbers(tmp_path):
         assert trained[v]["sim"] == run[v]["sim"], v
     assert len(run["sde"]["sim"]["accuracy_by_masking"]) == 2       # both maskings measured, averaged
     assert run["sde"]["drives"] == cli["sde"]["drives"] == [2, 2]   # one drive per layer and masking
+
+
+REGRESSION = SCENARIO.split("[task]")[0] + """
+[task]
+kind = "mackey_glass"
+horizons = [1, 2, 3]
+input_window = 40
+[network]
+layers = ["nra", "nra", "nra"]
+nodes = [4, 4, 4]
+[train]
+epochs = 1
+batch_size = 32
+tbptt = 10
+burn_in = 5
+washout = 5
+[variants]
+list = ["direct", "cascade"]
+depths = [2, 3]
+"""
+
+
+def test_cascade_command_and_run_report_identical_numbers(tmp_path):
+    (tmp_path / "station.toml").write_text(STATION)
+    scen = tmp_path / "scen.toml"
+    scen.write_text(REGRESSION.format(out=tmp_path / "runs", cache=tmp_path / "cache"))
+    assert main(["run", str(scen), "--no-progress"]) == 0
+    (name, cond), = json.loads((tmp_path / "runs" / "agree" / "results.json").read_text())["conditions"].items()
+    assert main(["cascade", str(scen), "--out", str(tmp_path / "cli"), "--no-progress"]) == 0
+    cli = json.loads((tmp_path / "cli" / "cascade.json").read_text())[name]
+    for depth in ("L2", "L3"):
+        for v in ("direct", "cascade"):
+            run, cmd = cond["by_depth"][depth][v], cli[depth][v]
+            assert cmd["sim"] == run["sim"] and cmd["transfer"] == run["transfer"], (depth, v)
+            assert len(cmd["transfer"]["mse_by_horizon_sections"]) == 10 and cmd["transfer"]["units"] == "series"

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -109,9 +110,16 @@ class DatasetWriter:
             self._f = _open(self.path, "r+")
             self._check_resumable(attrs, plan_keys)
         else:
+            # built beside the target and renamed into place: a kill while HDF5 writes the new
+            # file's superblock leaves no file at PATH (never a truncated one), only .NAME.new,
+            # which the next run overwrites
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._f = h5py.File(self.path, "w")  # default libver: no open-for-write flag a kill would leave
+            tmp = self.path.with_name(f".{self.path.name}.new")
+            self._f = h5py.File(tmp, "w")  # default libver: no open-for-write flag a kill would leave
             self._create(attrs, block_rows)
+            self._f.close()
+            os.replace(tmp, self.path)
+            self._f = _open(self.path, "r+")
 
     # -- setup ---------------------------------------------------------------
     def _create(self, attrs: dict[str, Any], block_rows: int) -> None:

@@ -198,6 +198,14 @@ def _per_section(outputs: np.ndarray, targets: np.ndarray, washout: int) -> dict
     return {"mse_by_horizon_sections": err.tolist(), "mse_by_horizon_std": err.std(0).tolist()}
 
 
+def regression_columns(res: dict, cond, outputs: np.ndarray | None) -> None:
+    """Finish a regression variant's metrics in place: the per-section MSE of the rigs' ``outputs``
+    (masking 0, when transferred) and every MSE in the series' own units."""
+    if outputs is not None:
+        res["transfer"].update(_per_section(outputs, cond.data["y_test"], int(cond.data.get("washout", 0))))
+    _natural_units(res, cond.info.get("scale_std", 1.0))
+
+
 def _natural_units(res: dict, std: float) -> None:
     """MSE values of standardised targets -> the series' own units (x std^2); NMSE unchanged."""
     f = float(std) ** 2
@@ -228,10 +236,7 @@ def _regression(runner, cond, clients) -> tuple[dict[str, Any], dict[str, Any]]:
         depth = _variants(runner, cond, job, list(sc.variants.names), layers, suffix=f"-L{L}",
                           keep_outputs=True)
         for res in depth.values():
-            if "outputs_file" in res:
-                res["transfer"].update(_per_section(np.load(res["outputs_file"]), cond.data["y_test"],
-                                                    int(cond.data.get("washout", 0))))
-            _natural_units(res, cond.info.get("scale_std", 1.0))
+            regression_columns(res, cond, np.load(res["outputs_file"]) if "outputs_file" in res else None)
         by_depth[f"L{L}"] = depth
     deepest = by_depth[f"L{max(sc.variants.depths)}"]
     return dict(deepest), by_depth

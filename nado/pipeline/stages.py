@@ -15,10 +15,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import ConfigError
-from ..network.cascade import compare_cascade
 from ..network.checkpoint import load_network, save_network
 from ..network.config import TrainConfig
-from ..network.data import as_task_data
 from ..network.variants import Job, Trained, get, measure_variant, train_variant
 
 
@@ -103,9 +101,33 @@ def transfer_stage(cond, twins: dict, layers: Sequence[str], config: TrainConfig
 
 def cascade_stage(cond, twins: dict, layers: Sequence[str], config: TrainConfig, depths: Sequence[int],
                   clients: list, *, seed: int = 0) -> dict[str, Any]:
-    """Direct vs cascade training through the SDE twins, after transfer, for each depth."""
+    """Direct vs cascade training through the SDE twins (ODE ones when there are none), after
+    transfer, for each depth: the variant registry's ``direct`` and ``cascade`` with ``nado run``'s
+    seeds and units. ``{"L2": {"direct": {sim, transfer, history}, "cascade": {sim, transfer,
+    histories, recording_drives}}, ..., "direct": ..., "cascade": ...}`` (the top-level pair: the
+    deepest)."""
+    from .networks import regression_columns
     tw = twins_by_layer(twins, layers, "sde") or twins_by_layer(twins, layers, "ode")
     if tw is None:
         raise ConfigError("cascade needs a fitted twin (sde or ode) for every layer's device kind")
-    return compare_cascade(tw, clients, as_task_data(cond.data if hasattr(cond, "data") else cond), config,
-                           depths=depths, seed=seed)
+    out: dict[str, Any] = {}
+    for L in depths:
+        if L > len(config.nodes):
+            raise ConfigError(f"depth {L} needs network.nodes with >= {L} entries, got {list(config.nodes)}")
+        cfg = replace(config, nodes=tuple(config.nodes[:L]),
+                      pi=config.pi[:L] if isinstance(config.pi, (list, tuple)) else config.pi)
+        job = Job(cond, cfg, {"sde": list(tw[:L])}, list(clients[:L]), seed)
+        depth: dict[str, Any] = {}
+        for v in ("direct", "cascade"):
+            t = train_variant(v, job)
+            res = measure_variant(v, t, job, keep_outputs=True)
+            regression_columns(res, cond, res.pop("outputs", None))
+            if v == "direct":
+                res["history"] = t.history
+            else:
+                res.update(histories=t.history["histories"], recording_drives=t.history["drives"])
+            depth[v] = res
+        out[f"L{L}"] = depth
+    deepest = f"L{max(depths)}"
+    out["direct"], out["cascade"] = out[deepest]["direct"], out[deepest]["cascade"]
+    return out
