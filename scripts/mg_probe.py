@@ -55,7 +55,8 @@ def main(argv=None) -> int:
 
     path = Path(a.scenario)
     body = _override(tomllib.loads(path.read_text()), a.set)
-    tmp = path.with_name(f".probe-{path.stem}.toml")
+    import os
+    tmp = path.with_name(f".probe-{path.stem}-{os.getpid()}.toml")
     from nado.tomlw import dump_toml
     tmp.write_text(dump_toml(body))
     try:
