@@ -55,8 +55,9 @@ def main(argv=None) -> int:
 
     path = Path(a.scenario)
     body = _override(tomllib.loads(path.read_text()), a.set)
-    tmp = path.with_name(f".probe-{path.stem}.toml")
-    from nado.pipeline._tomlw import dump_toml
+    import os
+    tmp = path.with_name(f".probe-{path.stem}-{os.getpid()}.toml")
+    from tomli_w import dumps as dump_toml
     tmp.write_text(dump_toml(body))
     try:
         sc = load_scenario(tmp)
