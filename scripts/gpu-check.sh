@@ -43,7 +43,7 @@ for name, r in (("cpu", cpu), ("gpu", gpu)):
     t, n = r["twin"], r["network"]
     print(f"{name}: twin layer fw+bw {t['ours_fwbw_steps_per_s']:.3g} device-steps/s "
           f"({t['speedup_fwbw_vs_torchsde']:.2f}x torchsde); network epoch (60k) "
-          f"{n['epoch_60k_s']:.1f} s, peak memory {n['peak_rss_gib']:.2f} GiB")
+          f"{n['epoch_60k_s']:.1f} s, peak memory {n['peak_memory_gib']:.2f} GiB ({n['peak_memory_kind']})")
 epoch = gpu["network"]["epoch_60k_s"]
 print(f"GPU network epoch {epoch:.2f} s (target < 5 s): {'met' if epoch < 5 else 'MISSED'}")
 print(f"GPU/CPU epoch speedup: {cpu['network']['epoch_60k_s'] / epoch:.1f}x")
