@@ -23,7 +23,9 @@ noise and copies the rest. Options measured (ratios in one run, same load):
 splitting the 25,600 rows into cache-sized blocks gave no significant gain (median 0.97-1.03x
 over 10 rounds), so it is not used; a smaller twin is the lever: step speedup over width 64 /
 depth 2 of 1.9x at width 32, 1.8x at depth 1, 2.6x at 32 x 1, 3.1x at width 16 (6 rounds each) -
-whether it keeps the twin's fidelity is measured in the README's performance section.
+but every smaller twin fitted to the same NRA data had a 3-16 % larger SDE W1 and a 5-29 % larger
+mean error in the twin report (README, "Where the time of a paper-scale run goes"), so the default
+stays width 64, depth 2.
 """
 from __future__ import annotations
 
