@@ -231,3 +231,18 @@ def test_network_step_on_cuda_matches_cpu():
         res.append((out.detach().cpu(), net.weights[0].grad.cpu()))
     assert torch.allclose(res[0][0], res[1][0], atol=1e-4, rtol=1e-4)
     assert torch.allclose(res[0][1], res[1][1], atol=1e-4, rtol=1e-3)
+
+
+def test_fit_command_with_an_explicit_cpu(tmp_path):
+    from nado.data.dataset import save_dataset
+    from nado.twin.checkpoint import load_twin
+    from nado.twin.synthetic import make_dataset
+    save_dataset(make_dataset(sequences=40, noise=0.1, repeats=(6, 6), seed=1), tmp_path / "d.h5")
+    small = ["--width", "8", "--depth", "1", "--n-delay", "1", "--no-progress", "--device", "cpu"]
+    assert main(["fit", "ode", str(tmp_path / "d.h5"), "--out", str(tmp_path / "o.pt"),
+                 "--epochs", "1"] + small) == 0
+    assert main(["fit", "sde", str(tmp_path / "d.h5"), "--out", str(tmp_path / "s.pt"), "--ode",
+                 str(tmp_path / "o.pt"), "--warm-iters", "2", "--gan-iters", "1"] + small) == 0
+    assert load_twin(tmp_path / "s.pt", map_location="cpu").config.kind == "sde"
+    assert main(["fit", "ode", str(tmp_path / "d.h5"), "--out", str(tmp_path / "x.pt"),
+                 "--device", "cuda:z"]) == 1

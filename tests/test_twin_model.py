@@ -192,9 +192,13 @@ def test_config_validation_and_json_round_trip():
         TwinConfig.from_dict({**cfg.to_dict(), "version": 0})
 
 
-def test_bench_section_quick_reports_targets():
-    from nado.bench import sections
+def test_bench_section_quick_reports_targets(monkeypatch):
+    from nado.bench import sections, twin
+    # a smaller layer keeps the test short; `nado bench --quick` measures the full layer
+    monkeypatch.setitem(twin.LAYER, "nodes", 10)
+    monkeypatch.setitem(twin.LAYER, "batch", 16)
     result = sections()["twin"](True)
+    assert result["nodes"] == 10 and result["rounds"] == 3
     assert set(result["targets"]) == {"speedup_vs_torchsde", "fraction_of_matmul_flops",
                                       "backprop_bytes_per_step"}
     assert result["ours_fwbw_steps_per_s"] > 0 and result["torchsde_fwbw_steps_per_s"] > 0

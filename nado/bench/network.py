@@ -1,17 +1,36 @@
 """``nado bench`` section ``network``: one training step of the paper-sized MNIST network.
 
-784 inputs -> 2 hidden layers of 200 NRA nodes -> 10 outputs, 4 frames, batch
-128, full BPTT through SDE twins (an untrained twin with the NRA shape: 1
-input 0..80 Oe, 1 observable, 5 delays, 10 auxiliary noise variables; timing
-does not depend on the weights). Measures samples/s of forward + backward +
-Adam step (with 1 or 2 intra-op threads, whichever is faster now: on a loaded 2-core
-machine 2 threads were several times slower), the peak resident memory the step
-adds, and extrapolates the time of an epoch of 60,000 samples. Targets: peak memory < 2 GiB at batch 128, an
-epoch < 3 minutes (on 2 cores). ``quick`` runs fewer steps.
+784 inputs -> 2 hidden layers of 200 NRA nodes -> 10 outputs, 4 frames, batch 128, full BPTT
+through SDE twins (an untrained twin with the NRA shape: 1 input 0..80 Oe, 1 observable, 5
+delays, 10 auxiliary noise variables, MLPs of width 64 and depth 2; timing does not depend on the
+weights). Measures samples/s of forward + backward + Adam step (with 1 or 2 intra-op threads,
+whichever is faster now: on a loaded 2-core machine 2 threads were several times slower), the
+spread over the timed steps, the peak resident memory (on a GPU: the peak device memory), and
+extrapolates the time of an epoch of 60,000 samples. Targets (issue 14): epoch <= 40 s on 2
+cores, peak memory < 2 GiB at batch 128. ``quick`` runs fewer steps, same size. ``device``: see
+:mod:`nado.device` (``nado bench --device cuda``).
+
+Where the time goes (``torch.profiler``, one thread, two training steps, 2026-12-03 on the shared
+2-core AMD EPYC at load average ~17-20, so absolute times are several times the unloaded ones):
+91 % is the twin integration (:class:`nado.twin._fast._Sequence`: 44 % forward, 48 % its
+hand-written backward), 4.5 % the connection matmuls (784 -> 200 -> 200 -> 10), 3 % drawing the
+Brownian increments, 0.5 % Adam, the rest reshapes. Inside the twin step (one layer, 25,600
+trajectories x 4 steps, self CPU time): matmuls 73 % - the 64 x 64 hidden layer of the drift and
+diffusion MLPs 36 % (forward ``baddbmm`` 14.5 %, backward ``bmm`` 21 %), the skinny first and output
+layers (K or N <= 18) 37 % although they carry a third of the FLOPs (MKL runs them at 3-10 GFLOP/s
+here against 15-24 GFLOP/s for the square ones); sigmoid forward 8 % and backward 4.6 %; softplus,
+noise and copies the rest. Options measured (ratios in one run, same load):
+splitting the 25,600 rows into cache-sized blocks gave no significant gain (median 0.97-1.03x
+over 10 rounds), so it is not used; a smaller twin is the lever: step speedup over width 64 /
+depth 2 of 1.9x at width 32, 1.8x at depth 1, 2.6x at 32 x 1, 3.1x at width 16 (6 rounds each) -
+but every smaller twin fitted to the same NRA data had a 3-16 % larger SDE W1 and a 5-29 % larger
+mean error in the twin report (README, "Where the time of a paper-scale run goes"), so the default
+stays width 64, depth 2.
 """
 from __future__ import annotations
 
 import resource
+import statistics
 import time
 
 SECTION = "network"
@@ -41,7 +60,7 @@ def run(quick: bool, device="cpu") -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(min(2, threads))
     batch, T, n_in, nodes, n_out = 128, 4, 784, (200, 200), 10
-    steps = 2 if quick else 5
+    steps = 3 if quick else 7
     torch.manual_seed(0)
     twin = _nra_twin().to(device)
     net = Network([twin, twin], nodes, n_in, n_out, seed=0)
@@ -72,22 +91,30 @@ def run(quick: bool, device="cpu") -> dict:
         by_threads[th] = time.perf_counter() - t0
     best_threads = min(by_threads, key=by_threads.get)
     torch.set_num_threads(best_threads)
-    t0 = time.perf_counter()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
     for _ in range(steps):
+        t0 = time.perf_counter()
         step()
-    dt = (time.perf_counter() - t0) / steps
-    peak = _peak_rss_bytes()
+        times.append(time.perf_counter() - t0)
+    dt = statistics.median(times)
+    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+            else _peak_rss_bytes())
     torch.set_num_threads(threads)
     rate = batch / dt
     epoch_s = 60000 / rate
     peak_gib = peak / 2 ** 30
     return {
         "batch": batch, "frames": T, "nodes": list(nodes), "inputs": n_in, "outputs": n_out,
-        "step_s": dt, "samples_per_s": rate, "epoch_60k_s": epoch_s,
-        "peak_rss_gib": peak_gib, "peak_rss_before_gib": rss0 / 2 ** 30, "threads": best_threads,
+        "device": str(device), "step_s": dt, "step_s_range": [min(times), max(times)],
+        "samples_per_s": rate, "epoch_60k_s": epoch_s,
+        "epoch_60k_s_range": [60000 / batch * min(times), 60000 / batch * max(times)],
+        "peak_memory_gib": peak_gib, "peak_memory_kind": "cuda_allocated" if device.type == "cuda"
+        else "host_rss", "peak_rss_before_gib": rss0 / 2 ** 30, "threads": best_threads,
         "step_s_by_threads": {str(k): v for k, v in by_threads.items()},
         "targets": {
-            "train_epoch_60k_s": target(epoch_s, 180.0, at_least=False),
+            "train_epoch_60k_s": target(epoch_s, 40.0, at_least=False),
             "train_peak_memory_gib": target(peak_gib, 2.0, at_least=False),
         },
     }

@@ -37,6 +37,7 @@ from nado.bench import target
 from nado.device import generator, synchronize
 
 SECTION = "twin"
+LAYER = {"nodes": 200, "batch": 128, "steps": 40, "features": 16}   # the full layer, also --quick
 
 
 def _twin(seed: int = 0, device: torch.device = torch.device("cpu")):
@@ -92,7 +93,7 @@ def run(quick: bool, device: torch.device = torch.device("cpu")) -> dict[str, An
     from nado.twin.reference import sdeint_reference
 
     device = torch.device(device)
-    n_nodes, batch, steps, feats = 200, 128, 40, 16      # the full layer, also with --quick
+    n_nodes, batch, steps, feats = (LAYER[k] for k in ("nodes", "batch", "steps", "features"))
     twin = _twin(device=device)
     gen = generator(device, 0)
     x = torch.randn(batch, steps, feats, generator=gen, device=device)

@@ -11,8 +11,9 @@ Each command takes the main job's scenario file::
 ``OUT/transfer.json``, ``OUT/cascade.json``. ``--twins`` is a folder holding
 ``KIND-ode.pt`` / ``KIND-sde.pt``; without it the twins come from ``nado run``'s
 stage cache (collected and fitted through the bus when not cached yet). ``--device`` replaces
-``[run] device`` (see :mod:`nado.device`); the returned scenario carries the setting in use. The scenario is read
-by :mod:`nado.pipeline.scenario` and the task built by :mod:`nado.tasks.adapt`.
+``[run] device`` (see :mod:`nado.device`); the returned scenario carries the setting in use.
+The scenario is read by :mod:`nado.pipeline.scenario` and the task built by
+:mod:`nado.tasks.adapt`.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def add_device(p) -> None:
     """``--device auto|cpu|cuda|cuda:N``: replaces the scenario's ``[run] device``."""
     p.add_argument("--device", metavar="DEVICE",
                    help="torch device: auto (CUDA when available), cpu, cuda or cuda:N "
-                        "(default: the scenario's [run] device, auto)")
+                        "(default: the scenario's [run] device; auto where there is none)")
 
 
 def stage_command(sub, name: str, help: str, body) -> None:

@@ -67,7 +67,8 @@ def load_network(path: str | os.PathLike, twins: Sequence | None = None, *,
             raise CheckpointError(f"{path}: the network has {len(lay['nodes'])} hidden layers; give one twin each")
         net = Network(twins, lay["nodes"], lay["n_inputs"], lay["n_outputs"],
                       pi=[PiSpec.from_dict(p) for p in lay["pi"]], bias=lay["bias"])
-    state = torch.load(path, map_location=module_device(net), weights_only=True)
+    device = module_device(net)
+    state = torch.load(path, map_location=device, weights_only=True)
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:
