@@ -15,8 +15,9 @@ from typing import Any
 from ..errors import ConfigError
 
 TASK_KINDS = ("digits", "mnist", "mnist5k", "mackey_glass", "emg")
-CLASSIFICATION_VARIANTS = ("sde", "ode", "rc", "rc1", "mlp", "leaky")
-REGRESSION_VARIANTS = ("direct", "cascade", "sde", "ode")
+CLASSIFICATION_VARIANTS = ("sde", "ode", "rc", "rc1", "mlp", "leaky", "pat", "pat_finetune", "refine",
+                           "refine_uniform")
+REGRESSION_VARIANTS = ("direct", "cascade", "sde", "ode", "pat_finetune")
 TWIN_ARCH_KEYS = ("n_delay", "n_aux", "width", "depth", "method", "substeps", "tau0", "tau_ratio")
 NETWORK_KEYS = ("layers", "nodes", "pi", "bias", "init_gain")
 TASK_KEYS = {
@@ -114,6 +115,8 @@ class NetworkSection:
 class VariantsSection:
     names: tuple[str, ...]
     depths: tuple[int, ...] = (2, 3)
+    pat: Any = None         # [variants.pat]: nado.network.pat.PatOptions keys
+    refine: Any = None      # [variants.refine]: nado.network.refine.RefineOptions keys
 
 
 # ------------------------------------------------------------------ validation helpers
@@ -383,7 +386,7 @@ def _network(t: dict) -> NetworkSection:
 
 
 def _variants(t: dict, task: TaskSection, layers: tuple[str, ...]) -> VariantsSection:
-    _check_keys(t, ("list", "depths"), "variants")
+    _check_keys(t, ("list", "depths", "pat", "refine"), "variants")
     allowed = CLASSIFICATION_VARIANTS if task.classification else REGRESSION_VARIANTS
     default = ("sde", "ode", "rc") if task.classification else ("direct", "cascade")
     names = tuple(_str(v, f"variants.list[{i}]", allowed)
@@ -393,4 +396,8 @@ def _variants(t: dict, task: TaskSection, layers: tuple[str, ...]) -> VariantsSe
     if max(depths) > len(layers):
         raise _err("variants.depths", f"depth {max(depths)} exceeds the {len(layers)} layers of "
                    "network.layers")
-    return VariantsSection(names=names, depths=depths)
+    from ..network.pat import PatOptions            # the options check their own keys
+    from ..network.refine import RefineOptions
+    PatOptions.from_dict(_table(t, "pat"))
+    RefineOptions.from_dict(_table(t, "refine"))
+    return VariantsSection(names=names, depths=depths, pat=dict(_table(t, "pat")), refine=dict(_table(t, "refine")))

@@ -162,7 +162,7 @@ def _classification(runner, cond, clients) -> dict[str, Any]:
     nets: dict[str, Any] = {}
     trained: dict[str, Any] = {}
     names = list(sc.variants.names)
-    need_sde = any(v in names for v in ("rc", "rc1"))
+    need_sde = any(v in names for v in ("rc", "rc1", "pat_finetune", "refine", "refine_uniform"))
     order = [v for v in ("sde", "ode") if v in names or (v == "sde" and need_sde)]
     for v in order:
         cfg = replace(base, noise=(v == "sde"))
@@ -184,6 +184,8 @@ def _classification(runner, cond, clients) -> dict[str, Any]:
         if v in names:
             with runner.timed(f"train.{cond.name}.{v}"):
                 nets[v] = _software(runner, v, kind, cond, base)
+    from .rigloop import run_rigloop    # rig-in-the-loop variants: pat, pat_finetune, refine(_uniform)
+    nets.update(run_rigloop(runner, cond, names, trained, clients_by_layer, layers, base))
     return nets
 
 
@@ -260,7 +262,11 @@ def _regression(runner, cond, clients) -> tuple[dict[str, Any], dict[str, Any]]:
         cfg = replace(base, nodes=tuple(base.nodes[:L]), pi=pi)
         cl = [clients[k] for k in layers]
         depth: dict[str, Any] = {}
+        from .rigloop import RIGLOOP_VARIANTS, run_rigloop
+        start: dict[str, tuple] = {}
         for v in names:
+            if v in RIGLOOP_VARIANTS:
+                continue
             twin_kind = "ode" if v == "ode" else "sde"
             vcfg = replace(cfg, noise=(twin_kind == "sde"))
             tag = f"{v}-L{L}"
@@ -275,6 +281,11 @@ def _regression(runner, cond, clients) -> tuple[dict[str, Any], dict[str, Any]]:
                                                     int(cond.data.get("washout", 0))))
             _natural_units(res, cond.info.get("scale_std", 1.0))
             depth[v] = {**res, "history": hist}
+            start[v] = (net, vcfg, key, (hist or {}).get("instrument_s", 0.0))
+        for v, r in run_rigloop(runner, cond, names, start, cl, layers, cfg, tag=f"-L{L}",
+                                regression=True).items():
+            _natural_units(r, cond.info.get("scale_std", 1.0))
+            depth[v] = r
         by_depth[f"L{L}"] = depth
     deepest = by_depth[f"L{max(sc.variants.depths)}"]
     return dict(deepest), by_depth

@@ -258,10 +258,16 @@ def write_report(run_dir: str | Path, results: dict, twin_figures: dict[str, str
         shutil.copyfile(src, dst)
         files[name] = str(dst)
     for name, fn in (("fig_accuracy", accuracy_figure), ("fig_mse_horizon", mse_horizon_figure),
-                     ("fig_prediction", prediction_figure), ("fig_training", training_figure)):
+                     ("fig_prediction", prediction_figure), ("fig_training", training_figure),
+                     ("fig_instrument_time", _instrument_figure)):
         p = fn(results, run_dir / f"{name}.png")
         if p:
             files[name] = p
     write_bytes_atomic(run_dir / "report.md", markdown(results, files).encode())
     files["report"] = str(run_dir / "report.md")
     return files
+
+
+def _instrument_figure(results: dict, path: Path) -> str | None:
+    from .rigloop import instrument_figure
+    return instrument_figure(results, path)
