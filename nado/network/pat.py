@@ -28,7 +28,10 @@ Options (:class:`PatOptions`): ``epochs``, ``lr`` (None = the config's), ``backw
 twin with its noise in the backward pass; default off: the drift's Jacobian), ``max_batch``
 (experiments per drive: splits each layer's drive for rigs with a batch limit), ``batch_size``
 (sequences per PAT step, i.e. per drive; None = the config's), ``keep_start`` (a fine-tune
-keeps its starting weights when no PAT epoch beats them on the measured validation set).
+keeps its starting weights when no PAT epoch beats them on the measured validation set),
+``max_train`` (train on the first N training sequences only: each epoch drives N * nodes
+experiments per layer, so this sets the instrument time of an epoch) and ``val_fraction`` (the
+measured validation set; each evaluation drives it once).
 
 Entry points (plain data in and out):
 
@@ -71,6 +74,8 @@ class PatOptions:
     max_batch: int | None = None
     batch_size: int | None = None
     keep_start: bool = True
+    max_train: int | None = None
+    val_fraction: float | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -84,6 +89,10 @@ class PatOptions:
             raise ConfigError(f"pat.max_batch must be >= 1 experiments per drive, got {self.max_batch}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"pat.batch_size must be >= 1, got {self.batch_size}")
+        if self.max_train is not None and self.max_train < 1:
+            raise ConfigError(f"pat.max_train must be >= 1 training sequences, got {self.max_train}")
+        if self.val_fraction is not None and not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"pat.val_fraction must be in (0, 1), got {self.val_fraction}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "PatOptions":
@@ -213,7 +222,9 @@ def pat_train(network: Network | None, twins: Sequence, clients_by_layer: Sequen
     if len(twins) != len(config.nodes):
         raise ConfigError(f"network.nodes has {len(config.nodes)} layers but {len(twins)} twins given")
     cfg = replace(config, epochs=options.epochs, lr=options.lr or config.lr,
-                  batch_size=options.batch_size or config.batch_size)
+                  batch_size=options.batch_size or config.batch_size,
+                  max_train=options.max_train or config.max_train,
+                  val_fraction=options.val_fraction or config.val_fraction)
     task = split_validation(task, cfg, seed)      # fixed here, so the start is scored on the same set
     net = _rig_loop(network, twins, clients_by_layer, task, cfg, options, seed)
     start_val = None
