@@ -122,3 +122,28 @@ def test_refine_options_refuse_bad_values():
         RefineOptions(source="test")
     with pytest.raises(ConfigError, match="unknown refine key"):
         RefineOptions.from_dict({"round": 2})
+
+
+def test_instrument_points_add_up_the_stages_of_each_variant():
+    from nado.pipeline.rigloop import instrument_points
+    nets = {
+        "sde": {"transfer": {"accuracy": 0.8}, "instrument_s": 50.0},
+        "cascade": {"transfer": {"mse": 2.0, "mse_by_horizon": {"5": 3.0}}, "instrument_s": 50.0,
+                    "history": {"instrument_s": 7.0}},
+        "pat_finetune": {"transfer": {"accuracy": 0.85}, "instrument_by_stage": {"collect": 100.0, "pat": 30.0,
+                                                                               "transfer": 50.0},
+                         "instrument_total_s": 180.0},
+        "refine": {"transfer": {"accuracy": 0.83}, "instrument_by_stage": {"collect": 100.0, "refine": 20.0,
+                                                                         "transfer": 100.0},
+                   "instrument_total_s": 220.0,
+                   "rounds": [{"transfer": {"accuracy": 0.82}, "instrument_s": {"collect": 10.0, "transfer": 50.0}},
+                              {"transfer": {"accuracy": 0.83}, "instrument_s": {"collect": 10.0, "transfer": 50.0}}]},
+        "leaky": {"transfer": None},
+    }
+    pts = instrument_points(nets, collect_s=100.0)
+    assert pts["sde"] == [(150.0, 0.8)]
+    assert pts["cascade"] == [(157.0, 3.0)]
+    assert pts["pat_finetune"] == [(180.0, 0.85)]
+    assert pts["refine"] == [(160.0, 0.82), (220.0, 0.83)]       # the last round ends at the total
+    assert pts["refine"][-1][0] == nets["refine"]["instrument_total_s"]
+    assert "leaky" not in pts
