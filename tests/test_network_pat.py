@@ -155,3 +155,24 @@ def test_pat_options_refuse_bad_values():
         PatOptions(backward="rig")
     with pytest.raises(ConfigError, match="unknown pat key"):
         PatOptions.from_dict({"epoch": 3})
+
+
+def test_pat_finetune_on_a_regression_task_with_truncated_bptt(serve):
+    """Segments of burn_in + K steps, gradients through the window only; the readout bias stays."""
+    client = Counting(serve(_rig(noise=0.02, readout_noise=0.01, reset_noise=0.02)))
+    twin = _exact_twin()
+    T = 40
+    t = np.arange(T + 10)
+    s = 0.5 + 0.4 * np.sin(0.35 * t)
+    x = np.repeat(s[None, :T, None], 4, 0).astype(np.float32)
+    y = np.repeat(np.stack([s[1:T + 1], s[3:T + 3]], -1)[None], 4, 0).astype(np.float32)
+    task = dict(kind="regression", x_train=x, y_train=y, x_test=x[:1], y_test=y[:1], horizons=(1, 3), washout=5)
+    cfg = TrainConfig(nodes=(4,), epochs=2, batch_size=8, lr=0.02, tbptt=10, burn_in=5, segments_per_epoch=16,
+                      washout=5, val_fraction=0.25, progress=False)
+    net, _ = train_network([twin], task, cfg, seed=0)
+    with torch.no_grad():
+        net.biases[-1].add_(0.123)                      # a bias the target mean would overwrite
+    out, info = pat_train(net, [twin], [client], task, cfg, PatOptions(epochs=1, keep_start=False, lr=1e-9),
+                          seed=0)
+    torch.testing.assert_close(out.biases[-1], net.biases[-1], atol=1e-6, rtol=0)
+    assert info["drives"]["train"] == 2 and info["instrument_s"]["total"] == pytest.approx(client.instrument_s)
