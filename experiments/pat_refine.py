@@ -38,7 +38,10 @@ def main(argv=None) -> None:
     ap.add_argument("--refine-rounds", type=int, default=2)
     ap.add_argument("--refine-sequences", type=int, default=64)
     ap.add_argument("--refine-epochs", type=int, default=5)
-    ap.add_argument("--skip", nargs="*", default=[], help="parts to skip: diag pat_finetune refine uniform")
+    ap.add_argument("--skip", nargs="*", default=[],
+                    help="parts to skip: diag pat_finetune control refine uniform")
+    ap.add_argument("--eval-seeds", type=int, default=0,
+                    help="transfer sde and pat_finetune this many more times (drive noise seeds)")
     a = ap.parse_args(argv)
 
     from nado.network import as_task_data, train_network
@@ -106,6 +109,7 @@ def main(argv=None) -> None:
                 opts = PatOptions(epochs=a.pat_epochs, lr=a.pat_lr, backward=a.backward, max_train=a.pat_train,
                                   val_fraction=a.pat_val, batch_size=a.pat_batch)
                 pnet, info = pat_train(net, back, cl, task, cfg, opts, seed=seed)
+                torch.save(pnet.state_dict(), out / f"pat_finetune_seed{seed}.pt")
                 m, _ = transfer_metrics(pnet, cl, task, cfg, seed=seed + 17)
                 r["pat_finetune"] = {"sim": m["sim"], "transfer": m["transfer"], "pat_s": info["instrument_s"],
                                      "history": info["history"], "start_val": info["start_val"],
@@ -115,6 +119,43 @@ def main(argv=None) -> None:
                 save()
                 print(f"seed {seed} pat_finetune: {r['pat_finetune']['transfer']} kept_start={info['kept_start']} "
                       f"val={info['history']['val']}", flush=True)
+            if "control" not in a.skip and "twin_finetune" not in r:
+                # the control: the same fine-tune schedule through the twins only (no instrument time)
+                from dataclasses import replace
+                from nado.network.train import fit
+                import copy
+                tnet = copy.deepcopy(net)
+                tcfg = replace(cfg, epochs=a.pat_epochs, lr=a.pat_lr or cfg.lr, batch_size=a.pat_batch or cfg.batch_size,
+                               max_train=a.pat_train, val_fraction=a.pat_val or cfg.val_fraction)
+                fit(tnet, task, tcfg, seed=seed, init_readout=False)
+                m, _ = transfer_metrics(tnet, cl, task, cfg, seed=seed + 17)
+                r["twin_finetune"] = {"sim": m["sim"], "transfer": m["transfer"]}
+                # refine's control: its retrain schedule with no new data (twins unchanged)
+                rnet = copy.deepcopy(net)
+                rcfg = replace(cfg, epochs=a.refine_epochs, lr=cfg.lr / 2)
+                for k in range(a.refine_rounds):
+                    fit(rnet, task, rcfg, seed=int(seed) * 1000 + 97 * (k + 1), init_readout=False)
+                m, _ = transfer_metrics(rnet, cl, task, cfg, seed=int(seed) * 1000 + 97 * a.refine_rounds + 17)
+                r["retrain_only"] = {"sim": m["sim"], "transfer": m["transfer"]}
+                save()
+                print(f"seed {seed} twin_finetune: {m['transfer']}", flush=True)
+            if a.eval_seeds and "eval" not in r:
+                from nado.network import Network
+                import numpy as np
+                r["eval"] = {}
+                for name in ("sde", "pat_finetune"):
+                    p = out / f"{name}_seed{seed}.pt"
+                    if not p.is_file():
+                        continue
+                    en = Network(sde, cfg.nodes, task.n_inputs, task.n_outputs, pi=cfg.pi_specs(), bias=cfg.bias,
+                                 init_gain=cfg.init_gain, seed=seed)
+                    en.load_state_dict(torch.load(p, weights_only=True))
+                    accs = [transfer_metrics(en, cl, task, cfg, seed=seed + 1000 + k)[0]["transfer"]["accuracy"]
+                            for k in range(a.eval_seeds)]
+                    r["eval"][name] = {"transfer_accuracies": accs, "mean": float(np.mean(accs)),
+                                       "std": float(np.std(accs))}
+                save()
+                print(f"seed {seed} eval: {r['eval']}", flush=True)
             if a.scratch_epochs and seed == a.seeds[0] and "pat" not in r:
                 t0 = time.perf_counter()
                 scfg = cfg
@@ -141,7 +182,8 @@ def main(argv=None) -> None:
                     acc += rd["instrument_s"]["collect"] + rd["instrument_s"]["transfer"]
                     rounds.append({"round": rd["round"], "sim": rd["sim"], "transfer": rd["transfer"],
                                    "instrument_s": rd["instrument_s"], "sequences": rd["sequences"],
-                                   "twin_loss": rd["twin_loss"], "total_s": res["collect_s"] + acc})
+                                   "twin_loss": rd["twin_loss"], "total_s": res["collect_s"] + acc,
+                                   "twin_nrmse_new_data": rd.get("twin_nrmse_new_data")})
                 r[key] = {"rounds": rounds, "instrument_s": info["instrument_s"],
                           "wall_s": time.perf_counter() - t0}
                 save()

@@ -23,7 +23,9 @@ Inputs and outputs are plain data: twins, rig clients (``describe``/``drive``; p
 drive is ``reset=True`` with a seed), :class:`~nado.network.data.TaskData`, per-layer base data
 (a :class:`nado.data.dataset.Dataset` or a dict with ``dynamics_inputs``, ``dynamics_outputs``,
 ``dynamics_initial``). :func:`refine` returns ``(network, info)`` with ``info["rounds"]`` (per
-round: ``sim``, ``transfer``, ``instrument_s`` by stage, collected sequences per twin) and
+round: ``sim``, ``transfer``, ``instrument_s`` by stage, collected sequences per twin, and
+``twin_nrmse_new_data``: each twin's :func:`twin_error` on the round's new data before its
+refit - out of sample - and after) and
 ``info["instrument_s"] = {collect, transfer, total}`` summed over rounds (rig-reported).
 """
 from __future__ import annotations
@@ -196,6 +198,16 @@ def finetune_twin(twin, sources: Sequence[tuple[np.ndarray, np.ndarray, np.ndarr
     return new, hist
 
 
+def twin_error(twin, inputs: np.ndarray, outputs: np.ndarray, initial: np.ndarray) -> float:
+    """RMS of (deterministic twin path - measured outputs) over the outputs' std (a normalised RMSE;
+    the rig's own noise sets its floor). Shapes as in :func:`finetune_twin`."""
+    with torch.no_grad():
+        y = twin.simulate(torch.as_tensor(inputs, dtype=torch.float32),
+                          torch.as_tensor(initial, dtype=torch.float32), noise=False).double().numpy()
+    o = np.asarray(outputs, dtype=np.float64)
+    return float(np.sqrt(np.mean((y - o) ** 2)) / (o.std() or 1.0))
+
+
 def refine(network: Network, clients_by_layer: Sequence, task_data: Any, config: TrainConfig | dict | None,
            base_data: Sequence, options: RefineOptions | dict | None = None, *, seed: int = 0
            ) -> tuple[Network, dict[str, Any]]:
@@ -238,6 +250,9 @@ def refine(network: Network, clients_by_layer: Sequence, task_data: Any, config:
         inst_collect = float(sum(rec["instrument_s"] for rec in recs))
         for l, rec in enumerate(recs):
             new_data[owner[id(network.twins[l])]].append((rec["inputs"], rec["outputs"], rec["initial"]))
+        fresh = [[(rec["inputs"], rec["outputs"], rec["initial"]) for l, rec in enumerate(recs)
+                  if owner[id(network.twins[l])] == g] for g in range(len(twins))]
+        err_before = [float(np.mean([twin_error(twins[g], *d) for d in fresh[g]])) for g in range(len(twins))]
         refits = []
         for g, twin in enumerate(twins):
             twins[g], h = finetune_twin(twin, [base[g]] + new_data[g], epochs=opts.twin_epochs,
@@ -258,7 +273,10 @@ def refine(network: Network, clients_by_layer: Sequence, task_data: Any, config:
         info["rounds"].append({"round": r + 1, "sim": res["sim"], "transfer": res["transfer"],
                                "instrument_s": inst, "history": hist,
                                "sequences": [int(sum(len(d[0]) for d in nd)) for nd in new_data],
-                               "twin_loss": [h["loss"][-1] for h in refits]})
+                               "twin_loss": [h["loss"][-1] for h in refits],
+                               "twin_nrmse_new_data": {"before_refit": err_before, "after_refit": [
+                                   float(np.mean([twin_error(twins[g], *d) for d in fresh[g]]))
+                                   for g in range(len(twins))]}})
     info["instrument_s"]["total"] = info["instrument_s"]["collect"] + info["instrument_s"]["transfer"]
     info["twins"] = twins
     return net, info
