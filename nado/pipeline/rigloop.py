@@ -106,8 +106,10 @@ def run_rigloop(runner, cond, names, start: dict[str, tuple], clients_by_layer, 
             stages = {"collect": base_s, **hist["stage_s"]}
         if v != "pat" and origin == "cascade":      # the cascade's recording drives came first
             stages["cascade"] = float((start["cascade"][3] if len(start["cascade"]) > 3 else 0.0) or 0.0)
+        # the run's total: pat's transfer is already booked by _transfer, refine's rounds are not
         runner.results["instrument_s"][f"{v}.{cond.name}{tag}"] = float(sum(
-            x for k, x in stages.items() if k not in ("collect", "transfer")))
+            x for k, x in stages.items() if k not in ("collect", "cascade")
+            and not (k == "transfer" and v.startswith("pat"))))
         out[v] = {**res, "history": hist, "instrument_by_stage": stages,
                   "instrument_total_s": float(sum(stages.values()))}
     return out
