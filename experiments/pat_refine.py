@@ -42,7 +42,12 @@ def main(argv=None) -> None:
                     help="parts to skip: diag pat_finetune control refine uniform")
     ap.add_argument("--eval-seeds", type=int, default=0,
                     help="transfer sde and pat_finetune this many more times (drive noise seeds)")
+    ap.add_argument("--report", action="store_true",
+                    help="only summarise OUT/results.json (and OUT2.. given with --merge) into OUT/summary.md + figure")
+    ap.add_argument("--merge", nargs="*", default=[], help="more results.json files whose seeds fill gaps")
     a = ap.parse_args(argv)
+    if a.report:
+        return report(Path(a.out), [Path(m) for m in a.merge])
 
     from nado.network import as_task_data, train_network
     from nado.network.pat import PatOptions, pat_diagnostics, pat_train
@@ -188,6 +193,55 @@ def main(argv=None) -> None:
                           "wall_s": time.perf_counter() - t0}
                 save()
                 print(f"seed {seed} {key}: {[x['transfer'] for x in rounds]}", flush=True)
+
+
+def report(out: Path, merge: list[Path]) -> None:
+    """Table (per seed and mean) of transfer accuracy and instrument time, and the figure."""
+    import numpy as np
+    from nado.pipeline.rigloop import instrument_figure
+    res = json.loads((out / "results.json").read_text())
+    for m in merge:
+        for k, v in json.loads(m.read_text()).items():
+            if k.startswith("seed"):
+                for kk, vv in v.items():
+                    res.setdefault(k, {}).setdefault(kk, vv)
+    seeds = sorted(k for k in res if k.startswith("seed"))
+    cols = ["sde", "pat_finetune", "twin_finetune", "pat", "refine", "refine_uniform", "retrain_only"]
+    acc = lambda e: None if e is None else 100 * (e["rounds"][-1]["transfer"] if "rounds" in e else e["transfer"])["accuracy"]  # noqa: E731
+    tot = lambda e: None if e is None or "total_s" not in e and "rounds" not in e else (  # noqa: E731
+        e["rounds"][-1]["total_s"] if "rounds" in e else e["total_s"])
+    lines = ["| seed | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    vals = {c: [] for c in cols}
+    for sd in seeds:
+        row = []
+        for c in cols:
+            a_ = acc(res[sd].get(c))
+            row.append("-" if a_ is None else f"{a_:.1f}")
+            if a_ is not None:
+                vals[c].append(a_)
+        lines.append(f"| {sd} | " + " | ".join(row) + " |")
+    lines.append("| mean | " + " | ".join(f"{np.mean(v):.1f}" if v else "-" for v in vals.values()) + " |")
+    s0 = res[seeds[0]]
+    lines += ["", "| variant | instrument time (s) | x NADO |", "|---|---|---|"]
+    for c in cols:
+        t = tot(s0.get(c))
+        if t is not None:
+            lines.append(f"| {c} | {t:.0f} | {t / s0['sde']['total_s']:.2f} |")
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    nets = {}
+    for c in ("sde", "pat", "pat_finetune", "refine", "refine_uniform"):
+        e = s0.get(c)
+        if e is None:
+            continue
+        if "rounds" in e:
+            nets[c] = {"transfer": e["rounds"][-1]["transfer"], "instrument_total_s": e["rounds"][-1]["total_s"],
+                       "instrument_by_stage": {"collect": res["collect_s"]},
+                       "rounds": [{"transfer": r["transfer"], "instrument_s": r["instrument_s"]} for r in e["rounds"]]}
+        else:
+            nets[c] = {"transfer": e["transfer"], "instrument_total_s": e["total_s"]}
+    instrument_figure({"networks": nets, "instrument_s": {"collect.nra": res["collect_s"]}},
+                      out / "instrument_time.png")
 
 
 if __name__ == "__main__":
