@@ -135,6 +135,7 @@ def main(argv=None) -> None:
                 fit(tnet, task, tcfg, seed=seed, init_readout=False)
                 m, _ = transfer_metrics(tnet, cl, task, cfg, seed=seed + 17)
                 r["twin_finetune"] = {"sim": m["sim"], "transfer": m["transfer"]}
+                print(f"seed {seed} twin_finetune: {m['transfer']}", flush=True)
                 # refine's control: its retrain schedule with no new data (twins unchanged)
                 rnet = copy.deepcopy(net)
                 rcfg = replace(cfg, epochs=a.refine_epochs, lr=cfg.lr / 2)
@@ -143,7 +144,7 @@ def main(argv=None) -> None:
                 m, _ = transfer_metrics(rnet, cl, task, cfg, seed=int(seed) * 1000 + 97 * a.refine_rounds + 17)
                 r["retrain_only"] = {"sim": m["sim"], "transfer": m["transfer"]}
                 save()
-                print(f"seed {seed} twin_finetune: {m['transfer']}", flush=True)
+                print(f"seed {seed} retrain_only: {m['transfer']}", flush=True)
             if a.eval_seeds and "eval" not in r:
                 from nado.network import Network
                 import numpy as np
