@@ -31,6 +31,8 @@ def main(argv=None) -> None:
     ap.add_argument("--pat-epochs", type=int, default=2)
     ap.add_argument("--pat-lr", type=float, default=None)
     ap.add_argument("--backward", default="sde", choices=["sde", "ode"])
+    ap.add_argument("--start-kind", default="sde", choices=["sde", "ode"],
+                    help="the twins NADO's network is trained on (ode: noise-free); results keep the key 'sde'")
     ap.add_argument("--pat-train", type=int, default=None, help="training sequences PAT drives per epoch")
     ap.add_argument("--pat-val", type=float, default=None, help="PAT's measured validation fraction")
     ap.add_argument("--pat-batch", type=int, default=None)
@@ -80,11 +82,11 @@ def main(argv=None) -> None:
         res["collect_s"] = collect_seconds(runner)
         res["snr"] = {k: runner.results["rigs"][sc.rig_name(k)]["snr"] for k in sc.kinds}
         cl = [clients[k] for k in layers]
-        sde = [runner.twins[k]["sde"] for k in layers]
+        sde = [runner.twins[k][a.start_kind] for k in layers]
         back = [runner.twins[k][a.backward] for k in layers]
         base = [split_dataset(runner.datasets[k], seed=0)["train"] for k in layers]
         task = as_task_data(conds[0].data)
-        cfg = sc.train_config(progress=False)
+        cfg = sc.train_config(progress=False, noise=a.start_kind == "sde")
         for seed in a.seeds:
             r = res.setdefault(f"seed{seed}", {})
             wpath = out / f"sde_seed{seed}.pt"
