@@ -132,8 +132,9 @@ def main(argv=None) -> None:
                 from nado.network.train import fit
                 import copy
                 tnet = copy.deepcopy(net)
-                tcfg = replace(cfg, epochs=a.pat_epochs, lr=a.pat_lr or cfg.lr, batch_size=a.pat_batch or cfg.batch_size,
-                               max_train=a.pat_train, val_fraction=a.pat_val or cfg.val_fraction)
+                tcfg = replace(cfg, epochs=a.pat_epochs, lr=a.pat_lr or cfg.lr,
+                               batch_size=a.pat_batch or cfg.batch_size, max_train=a.pat_train,
+                               val_fraction=a.pat_val or cfg.val_fraction)
                 fit(tnet, task, tcfg, seed=seed, init_readout=False)
                 m, _ = transfer_metrics(tnet, cl, task, cfg, seed=seed + 17)
                 r["twin_finetune"] = {"sim": m["sim"], "transfer": m["transfer"]}
@@ -210,9 +211,15 @@ def report(out: Path, merge: list[Path]) -> None:
                     res.setdefault(k, {}).setdefault(kk, vv)
     seeds = sorted(k for k in res if k.startswith("seed"))
     cols = ["sde", "pat_finetune", "twin_finetune", "pat", "refine", "refine_uniform", "retrain_only"]
-    acc = lambda e: None if e is None else 100 * (e["rounds"][-1]["transfer"] if "rounds" in e else e["transfer"])["accuracy"]  # noqa: E731
-    tot = lambda e: None if e is None or "total_s" not in e and "rounds" not in e else (  # noqa: E731
-        e["rounds"][-1]["total_s"] if "rounds" in e else e["total_s"])
+
+    def last(e: dict) -> dict:
+        return e["rounds"][-1] if "rounds" in e else e
+
+    def acc(e):
+        return None if e is None else 100 * last(e)["transfer"]["accuracy"]
+
+    def tot(e):
+        return None if e is None or "total_s" not in last(e) else last(e)["total_s"]
     lines = ["| seed | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     vals = {c: [] for c in cols}
     for sd in seeds:

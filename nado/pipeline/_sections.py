@@ -400,4 +400,5 @@ def _variants(t: dict, task: TaskSection, layers: tuple[str, ...]) -> VariantsSe
     from ..network.refine import RefineOptions
     PatOptions.from_dict(_table(t, "pat"))
     RefineOptions.from_dict(_table(t, "refine"))
-    return VariantsSection(names=names, depths=depths, pat=dict(_table(t, "pat")), refine=dict(_table(t, "refine")))
+    return VariantsSection(names=names, depths=depths, pat=dict(_table(t, "pat")),
+                           refine=dict(_table(t, "refine")))
