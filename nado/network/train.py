@@ -185,9 +185,12 @@ def _init_readout_bias(model, y: np.ndarray) -> None:
                                        dtype=bias.dtype))
 
 
-def fit(model, task_data: Any, config: TrainConfig | dict | None = None, *, seed: int = 0) -> dict:
+def fit(model, task_data: Any, config: TrainConfig | dict | None = None, *, seed: int = 0,
+        init_readout: bool = True) -> dict:
     """Train ``model``'s trainable parameters with Adam on the model's device (batches are copied
-    there as they are drawn, see :func:`nado.device.to_device`); return the history dict."""
+    there as they are drawn, see :func:`nado.device.to_device`); return the history dict.
+
+    ``init_readout=False`` keeps a regression readout's bias (fine-tuning trained weights)."""
     config = _config(config)
     task = split_validation(as_task_data(task_data), config, seed)
     if config.max_train is not None and task.x_train.shape[0] > config.max_train:
@@ -200,7 +203,7 @@ def fit(model, task_data: Any, config: TrainConfig | dict | None = None, *, seed
     rng = np.random.default_rng(seed)
     device = module_device(model)
     gen = generator(device, int(seed) + 1)
-    if task.kind == "regression":
+    if task.kind == "regression" and init_readout:
         _init_readout_bias(model, task.y_train)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)

@@ -15,6 +15,9 @@ A variant is a :class:`Variant` in :data:`VARIANTS`, looked up by name:
   (:func:`nado.network.transfer.transfer_metrics`).
 - ``kind = "software"``: ``mlp`` (static) / ``leaky`` (leaky-integrator) references of the same
   shape, simulation only (``transfer`` is None).
+- ``kind = "rig"``: ``pat``, ``pat_finetune``, ``refine``, ``refine_uniform``: trained with the rigs
+  in the loop (:mod:`nado.network.pat`, :mod:`nado.network.refine`) by ``nado run`` after the
+  variants they start from (``needs``), then measured like a network.
 - ``kind = "baseline"``: ``rc`` / ``rc1``: reservoirs with random weights matched to the network
   of ``needs`` (``sde``, else ``ode``), readout by ridge regression
   (:func:`nado.network.baselines.reservoir_baseline`); no training of their own.
@@ -66,6 +69,10 @@ class Job:
     @property
     def data(self):
         return self.task.data if hasattr(self.task, "data") else self.task
+
+    @property
+    def classification(self) -> bool:
+        return as_task_data(self.data).kind == "classification"
 
     @property
     def maskings(self) -> int:
@@ -161,7 +168,7 @@ def measure_variant(name: str, trained: Trained | None, job: Job, *, keep_output
     out: dict[str, Any] = {k: val for k, val in per[0].items() if k not in ("sim", "transfer", "raw")}
     out["sim"] = mean_metrics([p["sim"] for p in per])
     out["transfer"] = mean_metrics([p["transfer"] for p in per])
-    if v.kind == "network":
+    if v.kind in ("network", "rig"):
         out["drives"] = [int(sum(d)) for d in zip(*(p["drives"] for p in per))]
         out["instrument_s"] = float(sum(p["instrument_s"] for p in per))
         if keep_outputs and per[0].get("raw") is not None:
@@ -246,12 +253,24 @@ def _baseline(name: str, single: bool) -> Variant:
     return Variant(name, "baseline", None, measure, needs=("sde", "ode", "direct"))
 
 
+def _rig_in_the_loop(name: str, needs: tuple[str, ...], tasks: tuple[str, ...]) -> Variant:
+    """``pat``, ``pat_finetune``, ``refine``, ``refine_uniform``: trained with the rigs in the loop
+    by ``nado run`` (:func:`nado.pipeline.networks.run_rigloop`: they need the run's datasets and instrument-time
+    books); measured on the rigs like any network of twins."""
+    return Variant(name, "rig", None, _measure_network, needs=needs, rigs_to_train=True, tasks=tasks)
+
+
 REGRESSION, CLASSIFICATION = ("regression",), ("classification",)
 for _v in (_network("sde", "sde", True), _network("ode", "ode", False),
            replace(_network("direct", "sde", True), tasks=REGRESSION),
            Variant("cascade", "network", _train_cascade, _measure_network, rigs_to_train=True, tasks=REGRESSION),
            replace(_software("mlp", "static"), tasks=CLASSIFICATION), _software("leaky", "leaky"),
            _baseline("rc", False), replace(_baseline("rc1", True), tasks=CLASSIFICATION)):
+    register(_v)
+for _v in (_rig_in_the_loop("pat", (), CLASSIFICATION),
+           _rig_in_the_loop("pat_finetune", ("sde", "cascade"), ("classification", "regression")),
+           _rig_in_the_loop("refine", ("sde",), CLASSIFICATION),
+           _rig_in_the_loop("refine_uniform", ("sde",), CLASSIFICATION)):
     register(_v)
 
 ALL = ("sde", "ode", "rc", "mlp", "leaky")
@@ -273,6 +292,8 @@ def run_variants(task_data: Any, config: TrainConfig | dict | None = None, *,
     out: dict[str, Any] = {}
     for name in order(variants):
         v = get(name)
+        if v.kind == "rig":
+            continue                    # trained with the rigs in the loop by ``nado run`` only
         if v.kind == "network" and (twins.get(v.twins) is None or (v.rigs_to_train and clients_by_layer is None)):
             continue
         if v.kind == "baseline" and not any(n in trained for n in v.needs):

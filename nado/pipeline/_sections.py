@@ -476,6 +476,22 @@ class NetworkSection(Section):
 class VariantsSection(Section):
     names: tuple[Str, ...] = Field(default=None, validation_alias="list", validate_default=True)
     depths: tuple[Positive, ...] = Field(default=None, validate_default=True)
+    pat: dict[str, Any] | None = None       # [variants.pat]: nado.network.pat.PatOptions keys
+    refine: dict[str, Any] | None = None    # [variants.refine]: nado.network.refine.RefineOptions keys
+
+    @field_validator("pat")
+    @classmethod
+    def _pat(cls, v: dict | None) -> dict | None:
+        from ..network.pat import PatOptions            # the options check their own keys
+        PatOptions.from_dict(v)
+        return v
+
+    @field_validator("refine")
+    @classmethod
+    def _refine(cls, v: dict | None) -> dict | None:
+        from ..network.refine import RefineOptions
+        RefineOptions.from_dict(v)
+        return v
 
     @field_validator("names", mode="before")
     @classmethod

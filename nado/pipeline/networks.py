@@ -92,6 +92,8 @@ def _variants(runner, cond, job: Job, names, layers, *, suffix: str = "", keep_o
     for v in order(names):
         spec, tag = get(v), f"{v}{suffix}"
         job = replace(job, trained=trained)
+        if spec.kind == "rig":
+            continue                    # after the loop: they start from what it trained
         if spec.kind == "network":
             with runner.timed(f"train.{cond.name}.{tag}"):
                 trained[v], keys[v] = _train_net(runner, v, tag, cond, job, layers)
@@ -105,6 +107,12 @@ def _variants(runner, cond, job: Job, names, layers, *, suffix: str = "", keep_o
         else:
             with runner.timed(f"baseline.{cond.name}.{tag}"):
                 nets[v] = _baseline(runner, v, tag, cond, job, keys, layers)
+    rig = [v for v in names if get(v).kind == "rig"]
+    if rig:
+        start = {v: (t.model, t.config, keys[v], (t.history or {}).get("instrument_s", 0.0))
+                 for v, t in trained.items()}
+        nets.update(run_rigloop(runner, cond, job, rig, start, layers, tag=suffix,
+                                regression=not job.classification))
     return nets
 
 
@@ -189,6 +197,112 @@ def _classification(runner, cond, clients) -> dict[str, Any]:
     layers = sc.network.layers
     job = _job(runner, cond, sc.train_config(progress=runner.progress), layers, clients)
     return _variants(runner, cond, job, list(sc.variants.names), layers)
+
+
+# ---------------------------------------------------------------------- rig in the loop
+# The rig-in-the-loop variants (kind "rig" in the registry), trained after the variants they
+# start from by the one variant loop above:
+#
+# - ``pat``: physics-aware training from random weights (:func:`nado.network.pat.pat_train`);
+# - ``pat_finetune``: a few PAT epochs from the ``sde`` network's weights (classification) or from
+#   the ``cascade`` network's (regression, every depth);
+# - ``refine``: twins refined where the ``sde`` network drives them, retrained, transferred again
+#   (:func:`nado.network.refine.refine`, ``source="network"``); ``refine_uniform``: the same with
+#   uniform random data (the control at equal instrument time).
+#
+# Options come from ``[variants.pat]`` (:class:`~nado.network.pat.PatOptions`) and
+# ``[variants.refine]`` (:class:`~nado.network.refine.RefineOptions`). Every variant's entry gets
+# ``instrument_by_stage`` (seconds the rigs reported: ``collect`` = the twins' data, shared by all
+# variants; ``pat`` / ``refine`` / ``cascade``; ``transfer``) and ``instrument_total_s``, which
+# :func:`nado.pipeline.report.instrument_points` turns into the report's figure of accuracy (or MSE) after transfer
+# against instrument time.
+
+
+def collect_seconds(runner) -> float:
+    """Instrument time of the twins' data (every ``collect.*`` and ``holds.*`` stage)."""
+    return float(sum(v for k, v in runner.results["instrument_s"].items()
+                     if k.startswith(("collect.", "holds."))))
+
+
+def _base_data(runner, layers) -> list:
+    from ..data.dataset import split_dataset
+    return [split_dataset(runner.datasets[k], seed=0)["train"] for k in layers]
+
+
+def run_rigloop(runner, cond, job, names, start: dict[str, tuple], layers, *,
+                tag: str = "", regression: bool = False) -> dict[str, Any]:
+    """The rig-in-the-loop variants among ``names`` on ``job`` (a :class:`nado.network.variants.Job`
+    with its rig clients); ``start`` maps the variants trained before (``"sde"``, ``"cascade"``) to
+    the ``(network, config, cache key, instrument seconds it used before transfer)`` a fine-tune
+    starts from. Called by the one variant loop (:func:`nado.pipeline.networks._variants`) after
+    the variants they need. Returns ``{variant: entry}``."""
+    from dataclasses import replace
+    from ..network.pat import PatOptions, pat_train
+    from ..network.refine import RefineOptions, refine
+    from ..network.variants import Trained
+    clients_by_layer, cfg = list(job.clients), job.config
+    sc = runner.sc
+    pat_opts = PatOptions.from_dict(getattr(sc.variants, "pat", None))
+    ref_opts = RefineOptions.from_dict(getattr(sc.variants, "refine", None))
+    base_s = collect_seconds(runner)
+    out: dict[str, Any] = {}
+    for v in names:
+        if v not in RIGLOOP_VARIANTS:
+            continue
+        origin = "cascade" if regression else "sde"
+        if v in ("pat_finetune", "refine", "refine_uniform") and origin not in start:
+            runner.log(f"  {v}: needs the {origin} network; add {origin!r} to [variants] list")
+            continue
+        name = f"{v}{tag}"
+        s_net, _, s_key = start.get(origin, (None, cfg, None))[:3]
+        vcfg = replace(cfg, noise=True)
+        opts = pat_opts if v.startswith("pat") else replace(
+            ref_opts, source="uniform" if v == "refine_uniform" else "network")
+        inputs = {"variant": name, "condition": cond.name, "task": runner.keys["task"], "train": _cfg_dict(vcfg),
+                  "twins": _twin_keys(runner, "sde", layers) + _twin_keys(runner, pat_opts.backward, layers),
+                  "start": s_key if v != "pat" else None, "options": opts.__dict__, "seed": runner.seed,
+                  "rigs": _rig_ident(runner, layers), "code": code_digest("nado.network")}
+        with runner.timed(f"train.{cond.name}.{name}"):
+            d, done = runner.cache.lookup(f"train-{name}", inputs)
+            if not done:
+                if v.startswith("pat"):
+                    net, info = pat_train(s_net if v == "pat_finetune" else None,
+                                          _twins(runner, opts.backward, layers), clients_by_layer, cond.data,
+                                          vcfg, opts, seed=runner.seed)
+                    hist = {k: info[k] for k in ("history", "instrument_s", "drives", "start_val", "kept_start")}
+                    stage = {"pat": info["instrument_s"]["total"]}
+                else:
+                    net, info = refine(s_net, clients_by_layer, cond.data, vcfg, _base_data(runner, layers), opts,
+                                       seed=runner.seed)
+                    hist = {"rounds": info["rounds"], "instrument_s": info["instrument_s"]}
+                    stage = {"refine": info["instrument_s"]["collect"],
+                             "transfer": info["instrument_s"]["transfer"]}
+                torch.save({k: t.cpu() for k, t in net.state_dict().items()}, d / "weights.pt")
+                write_json_atomic(d / "history.json", {**hist, "stage_s": stage})
+                runner.cache.finish(d)
+            hist = _read(d / "history.json")
+        if v.startswith("pat"):
+            net = _build(_twins(runner, "sde", layers), vcfg, cond.data, runner.seed)
+            net.load_state_dict(torch.load(d / "weights.pt", map_location=runner.device, weights_only=True))
+            with runner.timed(f"transfer.{cond.name}.{name}"):
+                res = _transfer(runner, v, name, cond, Trained(net, {}, vcfg), d.name, job, layers,
+                                keep_outputs=regression)
+            stages = {"collect": base_s, **hist["stage_s"], "transfer": float(res["instrument_s"])}
+        else:   # refine's last round is its transfer (the refined twins stay in its history)
+            last = hist["rounds"][-1]
+            res = {"sim": last["sim"], "transfer": last["transfer"], "instrument_s": hist["stage_s"]["transfer"],
+                   "rounds": [{k: r[k] for k in ("round", "transfer", "sim", "instrument_s", "sequences")}
+                              for r in hist["rounds"]]}
+            stages = {"collect": base_s, **hist["stage_s"]}
+        if v != "pat" and origin == "cascade":      # the cascade's recording drives came first
+            stages["cascade"] = float((start["cascade"][3] if len(start["cascade"]) > 3 else 0.0) or 0.0)
+        # the run's total: pat's transfer is already booked by _transfer, refine's rounds are not
+        runner.results["instrument_s"][f"{v}.{cond.name}{tag}"] = float(sum(
+            x for k, x in stages.items() if k not in ("collect", "cascade")
+            and not (k == "transfer" and v.startswith("pat"))))
+        out[v] = {**res, "history": hist, "instrument_by_stage": stages,
+                  "instrument_total_s": float(sum(stages.values()))}
+    return out
 
 
 # ---------------------------------------------------------------------- regression

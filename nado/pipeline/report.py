@@ -250,10 +250,71 @@ def write_report(run_dir: str | Path, results: dict, twin_figures: dict[str, str
         shutil.copyfile(src, dst)
         files[name] = str(dst)
     for name, fn in (("fig_accuracy", accuracy_figure), ("fig_mse_horizon", mse_horizon_figure),
-                     ("fig_prediction", prediction_figure), ("fig_training", training_figure)):
+                     ("fig_prediction", prediction_figure), ("fig_training", training_figure),
+                     ("fig_instrument_time", instrument_figure)):
         p = fn(results, run_dir / f"{name}.png")
         if p:
             files[name] = p
     write_bytes_atomic(run_dir / "report.md", markdown(results, files).encode())
     files["report"] = str(run_dir / "report.md")
     return files
+
+
+def instrument_points(nets: dict, collect_s: float) -> dict[str, list[tuple[float, float]]]:
+    """``{variant: [(instrument seconds, metric after transfer), ...]}`` for the figure: accuracy
+    (classification) or MSE t+5 (regression, else the mean MSE). NADO's own variants (sde, ode,
+    cascade) count the twins' data, their recording drives and their transfer."""
+    pts: dict[str, list[tuple[float, float]]] = {}
+
+    def metric(m: dict) -> float | None:
+        if not m:
+            return None
+        if m.get("accuracy") is not None:
+            return float(m["accuracy"])
+        t5 = (m.get("mse_by_horizon") or {}).get("5")
+        return float(t5 if t5 is not None else m.get("mse"))
+
+    for v, r in nets.items():
+        if not isinstance(r, dict) or r.get("transfer") is None:
+            continue
+        if "instrument_total_s" in r:
+            if r.get("rounds"):
+                base = r["instrument_by_stage"]["collect"]
+                acc, xs = 0.0, []
+                for rd in r["rounds"]:
+                    acc += float(sum(rd["instrument_s"].values()))
+                    xs.append((base + acc, metric(rd["transfer"])))
+                pts[v] = xs
+            else:
+                pts[v] = [(r["instrument_total_s"], metric(r["transfer"]))]
+        elif v in ("sde", "ode", "cascade", "direct"):
+            extra = float((r.get("history") or {}).get("instrument_s", 0.0)) if v == "cascade" else 0.0
+            pts[v] = [(collect_s + extra + float(r.get("instrument_s", 0.0)), metric(r["transfer"]))]
+    return {k: [p for p in v if p[1] is not None] for k, v in pts.items() if v}
+
+
+def instrument_figure(results: dict, path) -> str | None:
+    """Accuracy (or MSE t+5) after transfer against instrument time, one marker per variant
+    (a line through the rounds of ``refine``); None when no rig-in-the-loop variant ran."""
+    nets = results.get("networks", {})
+    if not any(isinstance(r, dict) and "instrument_total_s" in r for r in nets.values()):
+        return None
+    collect_s = float(sum(v for k, v in results.get("instrument_s", {}).items()
+                          if k.startswith(("collect.", "holds."))))
+    pts = instrument_points(nets, collect_s)
+    fig = new_figure(5.0, 3.4)
+    ax = fig.add_subplot(111)
+    regression = any("accuracy" not in ((r or {}).get("transfer") or {}) for r in nets.values()
+                     if isinstance(r, dict) and r.get("transfer"))
+    for v, xy in pts.items():
+        x = [p[0] / 3600.0 for p in xy]
+        y = [p[1] if regression else 100 * p[1] for p in xy]
+        ax.plot(x, y, "o-" if len(xy) > 1 else "o", label=v)
+    ax.set_xlabel("instrument time (h)")
+    ax.set_ylabel("MSE t+5 after transfer" if regression else "accuracy after transfer (%)")
+    if regression:
+        ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    savefig_atomic(fig, path)
+    return str(path)

@@ -264,7 +264,8 @@ def resolved_tables(sc: Scenario) -> dict[str, Any]:
         "collect": collect, "twins": sc.twins.tables(), "task": task,
         "network": {"layers": list(sc.network.layers), **sc.network.params},
         "train": train,
-        "variants": {"list": list(sc.variants.names), "depths": list(sc.variants.depths)},
+        "variants": {"list": list(sc.variants.names), "depths": list(sc.variants.depths),
+                     **{k: getattr(sc.variants, k) for k in ("pat", "refine") if getattr(sc.variants, k)}},
     } | pools, default=list))
 
 
