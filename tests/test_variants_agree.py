@@ -109,3 +109,27 @@ def test_cascade_command_and_run_report_identical_numbers(tmp_path):
             run, cmd = cond["by_depth"][depth][v], cli[depth][v]
             assert cmd["sim"] == run["sim"] and cmd["transfer"] == run["transfer"], (depth, v)
             assert len(cmd["transfer"]["mse_by_horizon_sections"]) == 10 and cmd["transfer"]["units"] == "series"
+
+
+@pytest.mark.timeout(900)
+def test_nado_run_trains_rig_in_the_loop_variants_after_what_they_start_from(tmp_path):
+    """``pat_finetune`` and ``refine`` run inside the one variant loop after ``sde``; each books its
+    instrument time by stage, and the run's report draws accuracy against instrument time."""
+    (tmp_path / "station.toml").write_text(STATION)
+    body = SCENARIO.format(out=tmp_path / "runs", cache=tmp_path / "cache").replace(
+        'list = ["sde", "ode", "rc", "rc1", "mlp", "leaky"]',
+        'list = ["pat_finetune", "refine"]\n[variants.pat]\nepochs = 1\n[variants.refine]\nrounds = 1\n'
+        'sequences = 8\nretrain_epochs = 1')
+    scen = tmp_path / "rig.toml"
+    scen.write_text(body)
+    assert main(["run", str(scen), "--no-progress"]) == 0
+    res = json.loads((tmp_path / "runs" / "agree" / "results.json").read_text())
+    nets = res["networks"]
+    assert set(nets) == {"pat_finetune", "refine"}          # sde trained for them, not reported
+    for v, r in nets.items():
+        stages = r["instrument_by_stage"]
+        assert stages["collect"] > 0 and r["transfer"]["accuracy"] is not None
+        assert r["instrument_total_s"] == pytest.approx(sum(stages.values()))
+    assert nets["pat_finetune"]["instrument_by_stage"]["pat"] > 0
+    assert nets["refine"]["instrument_by_stage"]["refine"] > 0
+    assert (tmp_path / "runs" / "agree" / "fig_instrument_time.png").is_file()

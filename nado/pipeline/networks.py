@@ -247,8 +247,6 @@ def run_rigloop(runner, cond, job, names, start: dict[str, tuple], layers, *,
     base_s = collect_seconds(runner)
     out: dict[str, Any] = {}
     for v in names:
-        if v not in RIGLOOP_VARIANTS:
-            continue
         origin = "cascade" if regression else "sde"
         if v in ("pat_finetune", "refine", "refine_uniform") and origin not in start:
             runner.log(f"  {v}: needs the {origin} network; add {origin!r} to [variants] list")
