@@ -50,14 +50,16 @@ def test_two_runner_processes_on_one_cache_compute_each_stage_once(tmp_path):
 def test_two_runner_threads_share_one_computation(tmp_path):
     computed: list[str] = []
     start = threading.Barrier(2)
+    arrived = {t: threading.Event() for t in ("a", "b")}
 
     def runner(tag: str) -> None:
         cache = StageCache(tmp_path)
         start.wait()
+        arrived[tag].set()
         d, done = cache.lookup("fit", {"x": 1})
         if not done:
             computed.append(tag)
-            time.sleep(0.3)
+            arrived["b" if tag == "a" else "a"].wait(10)    # the other one is at its lookup now
             (d / "model").write_text(tag)
             cache.finish(d)
         cache.release_all()
