@@ -5,7 +5,8 @@ through SDE twins (an untrained twin with the NRA shape: 1 input 0..80 Oe, 1 obs
 delays, 10 auxiliary noise variables, MLPs of width 64 and depth 2; timing does not depend on the
 weights). Measures samples/s of forward + backward + Adam step (with 1 or 2 intra-op threads,
 whichever is faster now: on a loaded 2-core machine 2 threads were several times slower), the
-spread over the timed steps, the peak resident memory (on a GPU: the peak device memory), and
+spread over the timed steps, the peak resident memory of the process from this section's start
+(the kernel's peak count is reset first; on a GPU: the peak device memory), and
 extrapolates the time of an epoch of 60,000 samples. Targets (issue 14): epoch <= 40 s on 2
 cores, peak memory < 2 GiB at batch 128. ``quick`` runs fewer steps, same size. ``device``: see
 :mod:`nado.device` (``nado bench --device cuda``).
@@ -44,7 +45,26 @@ def _nra_twin():
     return Twin(cfg)
 
 
+def _reset_peak_rss() -> bool:
+    """Restart the kernel's peak-RSS count (Linux ``clear_refs``), so the peak measured next is
+    this section's and not an earlier section's in the same process; False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def _peak_rss_bytes() -> int:
+    """Peak resident memory of the process since the last reset (``VmHWM``), else ever."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024                      # kB
+    except OSError:
+        pass
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024   # Linux: KiB
 
 
@@ -77,6 +97,7 @@ def run(quick: bool, device="cpu") -> dict:
         opt.step()
         synchronize(device)
 
+    peak_reset = _reset_peak_rss()
     rss0 = _peak_rss_bytes()
     step()                                     # warm-up (allocations, kernels)
     # intra-op threads: on a shared 2-core machine 2 threads were 7-9x SLOWER than 1 here
@@ -111,7 +132,8 @@ def run(quick: bool, device="cpu") -> dict:
         "samples_per_s": rate, "epoch_60k_s": epoch_s,
         "epoch_60k_s_range": [60000 / batch * min(times), 60000 / batch * max(times)],
         "peak_memory_gib": peak_gib, "peak_memory_kind": "cuda_allocated" if device.type == "cuda"
-        else "host_rss", "peak_rss_before_gib": rss0 / 2 ** 30, "threads": best_threads,
+        else "host_rss", "peak_rss_before_gib": rss0 / 2 ** 30, "peak_rss_reset": peak_reset,
+        "threads": best_threads,
         "step_s_by_threads": {str(k): v for k, v in by_threads.items()},
         "targets": {
             "train_epoch_60k_s": target(epoch_s, 40.0, at_least=False),
