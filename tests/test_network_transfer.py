@@ -9,7 +9,7 @@ from bridge.backends.testrigs import LeakyRig
 from nado.errors import ConfigError
 from nado.network import Network, TrainConfig, train_network
 from nado.network.baselines import matched_random_network, reservoir_baseline, ridge_fit
-from nado.network.cascade import compare_cascade, run_cascade
+from nado.network.cascade import run_cascade
 from nado.network.toytwin import ToyTwin
 from nado.network.transfer import transfer, transfer_metrics
 from nado.network.variants import run_variants
@@ -128,9 +128,9 @@ def test_cascade_two_layers_on_tiny_regression():
     assert info_r["readout"] == "ridge" and info_r["alpha"] > 0
     torch.testing.assert_close(net_r.weights[0], net.weights[0])        # same layers, new readout
     assert not torch.allclose(net_r.weights[-1], net.weights[-1])
-    res = compare_cascade(twins, [rig, rig], task, cfg, depths=(2,), seed=0)
+    res = run_variants(task, cfg, sde_twins=twins, clients_by_layer=[rig, rig], variants=["direct", "cascade"])
     for v in ("direct", "cascade"):
-        m = res["L2"][v]["transfer"]
+        m = res[v]["transfer"]
         assert set(m) >= {"mse", "nmse", "mse_by_horizon"} and np.isfinite(m["mse"])
         assert set(m["mse_by_horizon"]) == {"1", "3"}
         assert m["nmse"] < 1.0, (v, m)          # better than predicting the mean

@@ -17,11 +17,10 @@ Stage functions (plain data in, plain data out):
 - ``transfer_metrics(network, clients_by_layer, task_data, config, *, seed) -> ({sim, transfer, ...}, TransferResult)``
 - ``reservoir_baseline(trained, task_data, config, *, clients_by_layer, single_layer, seed) -> {sim, transfer}``
 - ``run_cascade(twins_by_layer, clients_by_layer, task_data, config, *, seed) -> (Network, info)``
-- ``compare_cascade(twins_by_layer, clients_by_layer, task_data, config, *, depths, seed) -> {L2: {direct, cascade}, ...}``
 - ``run_variants(task_data, config, *, sde_twins, ode_twins, clients_by_layer, variants, seed) -> {variant: {sim, transfer}}``
 """
 from .baselines import reservoir_baseline, ridge_fit
-from .cascade import compare_cascade, run_cascade
+from .cascade import run_cascade
 from .config import TrainConfig
 from .data import TaskData, as_task_data, metrics
 from .maps import PiSpec
@@ -34,4 +33,4 @@ from .variants import run_variants
 __all__ = ["TrainConfig", "TaskData", "as_task_data", "metrics", "PiSpec", "Network", "NetworkOutput",
            "SoftwareNetwork", "evaluate", "fit", "predict", "train_network", "train_software",
            "TransferResult", "transfer", "transfer_metrics", "reservoir_baseline", "ridge_fit",
-           "run_cascade", "compare_cascade", "run_variants"]
+           "run_cascade", "run_variants"]

@@ -31,7 +31,7 @@ from .config import TrainConfig
 from .data import as_task_data
 from .model import Network
 from .train import _config, train_network
-from .transfer import transfer_layer, transfer_metrics
+from .transfer import transfer_layer
 
 
 def run_cascade(twins_by_layer: Sequence, clients_by_layer: Sequence, task_data: Any,
@@ -90,33 +90,3 @@ def run_cascade(twins_by_layer: Sequence, clients_by_layer: Sequence, task_data:
             net.weights[-1].copy_(torch.as_tensor(W, dtype=net.weights[-1].dtype))
             net.biases[-1].copy_(torch.as_tensor(b, dtype=net.biases[-1].dtype))
     return net, info
-
-
-def compare_cascade(twins_by_layer: Sequence, clients_by_layer: Sequence, task_data: Any,
-                    config: TrainConfig | dict | None = None, *, depths: Sequence[int] = (2, 3),
-                    seed: int = 0) -> dict[str, Any]:
-    """Direct vs cascade training, in simulation and after transfer, for each depth.
-
-    Returns ``{"L2": {"direct": {sim, transfer, history}, "cascade": {sim, transfer, histories}}, ...,
-    "direct": ..., "cascade": ...}`` (the top-level pair is the deepest).
-    ``config.nodes`` gives the node counts for the deepest network; shallower ones use its prefix.
-    """
-    config = _config(config)
-    task = as_task_data(task_data)
-    out: dict[str, Any] = {}
-    for L in depths:
-        if L > len(config.nodes):
-            raise ConfigError(f"depth {L} needs network.nodes with >= {L} entries, got {list(config.nodes)}")
-        cfg = replace(config, nodes=tuple(config.nodes[:L]),
-                      pi=config.pi[:L] if isinstance(config.pi, (list, tuple)) else config.pi)
-        twins, clients = list(twins_by_layer[:L]), list(clients_by_layer[:L])
-        direct, hist = train_network(twins, task, cfg, seed=seed)
-        d_res, _ = transfer_metrics(direct, clients, task, cfg, seed=seed + 5)
-        casc, info = run_cascade(twins, clients, task, cfg, seed=seed)
-        c_res, _ = transfer_metrics(casc, clients, task, cfg, seed=seed + 5)
-        out[f"L{L}"] = {"direct": {**d_res, "history": hist},
-                        "cascade": {**c_res, "histories": info["histories"],
-                                    "recording_drives": info["drives"]}}
-    deepest = f"L{max(depths)}"
-    out["direct"], out["cascade"] = out[deepest]["direct"], out[deepest]["cascade"]
-    return out
