@@ -42,7 +42,6 @@ naming the rig and the key.
 """
 from __future__ import annotations
 
-import importlib
 import inspect
 import re
 import tomllib
@@ -55,6 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import BridgeError, StationError
 from .limits import describe_rig_line, guard
+from .values import import_object
 
 ENTRY_POINT_GROUP = "bridge.backends"
 RESERVED = ("backend", "limits", "max_drive_elements")
@@ -227,22 +227,7 @@ def known_backends() -> list[str]:
 def resolve_backend(backend: str, rig: str = "?") -> type:
     """The class named by ``backend`` (entry-point name or ``python:pkg.mod:Class``)."""
     if backend.startswith("python:"):
-        target = backend[len("python:"):]
-        mod_name, _, attr = target.partition(":")
-        if not mod_name or not attr:
-            raise StationError(f"rigs.{rig}.backend = {backend!r}: write python:package.module:Class")
-        try:
-            module = importlib.import_module(mod_name)
-        except Exception as exc:
-            raise StationError(f"rigs.{rig}.backend = {backend!r}: cannot import {mod_name} "
-                               f"({type(exc).__name__}: {exc}); is it installed or on PYTHONPATH?") from None
-        try:
-            obj = module
-            for part in attr.split("."):
-                obj = getattr(obj, part)
-        except AttributeError:
-            raise StationError(f"rigs.{rig}.backend = {backend!r}: {mod_name} has no {attr}") from None
-        return obj
+        return import_object(f"rigs.{rig}.backend", backend[len("python:"):], form="python:package.module:Class")
     eps = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == backend]
     if not eps:
         raise StationError(f"rigs.{rig}.backend = {backend!r} is unknown; known backends: "

@@ -7,6 +7,7 @@ naming the value: ``"{name} must be ..., got ..."``.
 """
 from __future__ import annotations
 
+import importlib
 import math
 from typing import Any
 
@@ -50,3 +51,24 @@ def as_seed(name: str, value: Any, *, error: type[Exception] = StationError) -> 
     if value is None:
         return None
     return as_int(name, value, lo=0, hi=2**64 - 1, error=error)
+
+
+def import_object(key: str, spec: str, *, form: str = "package.module:name",
+                  error: type[Exception] = StationError) -> Any:
+    """The object named by ``spec`` = ``package.module:attr`` (``attr`` may be dotted), for the
+    setting ``key`` (e.g. ``rigs.NAME.device``); a clear ``error`` naming the key (and ``form``,
+    the expected spelling) otherwise."""
+    mod_name, _, attr = str(spec).partition(":")
+    if not mod_name or not attr:
+        raise error(f"{key} = {spec!r}: write {form}")
+    try:
+        obj = importlib.import_module(mod_name)
+    except Exception as exc:
+        raise error(f"{key} = {spec!r}: cannot import {mod_name} "
+                    f"({type(exc).__name__}: {exc}); is it installed or on PYTHONPATH?") from None
+    try:
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except AttributeError:
+        raise error(f"{key} = {spec!r}: {mod_name} has no {attr}") from None
+    return obj

@@ -139,16 +139,7 @@ def test_network_checkpoint_loads_with_map_location(tmp_path):
     assert np.array_equal(predict(back, x)[0], predict(net, x)[0])
 
 
-STATION = """
-[rigs.nra]
-backend = "leaky"
-n_out = 1
-lo = 0.0
-hi = 80.0
-gain = 0.05
-leak = [0.5, 0.5]
-seed = 0
-"""
+from test_network_cli import STATION  # noqa: E402  (the same leaky station)
 
 SCENARIO = """
 [run]

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import importlib
 import inspect
 import math
 import threading
@@ -54,25 +53,14 @@ import numpy as np
 
 from ..errors import BadInput, RigError, StationError
 from ..rig import DriveResult, check_inputs
+from ..values import import_object
 
 _NUMERIC = ("number", "integer", "boolean", "array")
 
 
 def _import(spec: str, what: str, rig: str) -> Any:
-    """``package.module:attr`` -> the object."""
-    mod_name, _, attr = spec.partition(":")
-    if not mod_name or not attr:
-        raise StationError(f"rigs.{rig}.{what} = {spec!r}: write package.module:function")
-    try:
-        obj = importlib.import_module(mod_name)
-    except Exception as exc:
-        raise StationError(f"rigs.{rig}.{what} = {spec!r}: cannot import {mod_name} "
-                           f"({type(exc).__name__}: {exc}); is it installed or on PYTHONPATH?") from None
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise StationError(f"rigs.{rig}.{what} = {spec!r}: {mod_name} has no {attr}") from None
+    """``package.module:attr`` -> the callable it names."""
+    obj = import_object(f"rigs.{rig}.{what}", spec, form="package.module:function")
     if not callable(obj):
         raise StationError(f"rigs.{rig}.{what} = {spec!r} is not callable")
     return obj
