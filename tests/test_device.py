@@ -89,6 +89,7 @@ def test_cli_rejects_a_bad_device(capsys):
 
 
 # ---------------------------------------------------------------- explicit CPU everywhere
+@pytest.mark.e2e
 def test_fits_with_an_explicit_cpu_device_match_the_default():
     from nado.twin import fit_ode, fit_sde
     from nado.twin.synthetic import make_dataset
@@ -166,6 +167,7 @@ list = ["sde", "leaky"]
 """
 
 
+@pytest.mark.e2e
 def test_train_and_transfer_commands_on_an_explicit_cpu(tmp_path):
     from nado.twin import Twin, TwinConfig
     from nado.twin.checkpoint import save_twin
@@ -224,6 +226,7 @@ def test_network_step_on_cuda_matches_cpu():
     assert torch.allclose(res[0][1], res[1][1], atol=1e-4, rtol=1e-3)
 
 
+@pytest.mark.e2e
 def test_fit_command_with_an_explicit_cpu(tmp_path):
     from nado.data.dataset import save_dataset
     from nado.twin.checkpoint import load_twin

@@ -1,4 +1,5 @@
 """`nado train` then `nado transfer` on a scenario, through a station of LeakyRigs (in-process)."""
+import pytest
 import json
 
 from nado.cli import main
@@ -48,6 +49,7 @@ def _twins(folder):
         save_twin(Twin(cfg), folder / f"nra-{k}.pt")
 
 
+@pytest.mark.e2e
 def test_train_then_transfer(tmp_path, capsys):
     (tmp_path / "station.toml").write_text(STATION)
     (tmp_path / "scen.toml").write_text(SCENARIO)

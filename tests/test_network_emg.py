@@ -69,6 +69,7 @@ def test_initial_drive_spreads_over_the_active_range(emg_task):
     assert _window_spread(net, old) < 0.5 * _window_spread(net, emg_task.train_inputs)
 
 
+@pytest.mark.e2e
 def test_network_of_peak_twins_learns_emg(emg_task):
     torch.manual_seed(0)
     twin = PeakTwin(kind="sde", input_lo=15.0, input_hi=34.0, noise_std=0.1)

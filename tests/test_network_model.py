@@ -119,6 +119,7 @@ def test_grad_from_detaches_early_inputs_but_keeps_the_state():
     assert float(net.weights[0].grad.abs().max()) > 0
 
 
+@pytest.mark.e2e
 def test_training_beats_chance_and_history():
     task = _digits_task()
     cfg = TrainConfig(nodes=(24,), epochs=6, batch_size=32, lr=2e-2, progress=False, patience=4)
@@ -129,6 +130,7 @@ def test_training_beats_chance_and_history():
     assert hist["loss"][-1] < hist["loss"][0]
 
 
+@pytest.mark.e2e
 def test_software_references_train():
     task = _digits_task(n_train=300, n_test=150)
     cfg = TrainConfig(nodes=(16,), epochs=5, batch_size=32, lr=2e-2, progress=False)

@@ -127,6 +127,7 @@ def test_pat_forward_value_is_the_measurement_whatever_the_twin(serve):
         torch.testing.assert_close(loop(x).outputs, outs[0], rtol=0, atol=1e-6)
 
 
+@pytest.mark.e2e
 def test_pat_finetune_accounts_instrument_time_and_never_ends_worse_on_validation(serve):
     client = Counting(serve(_rig(noise=0.05, readout_noise=0.02, reset_noise=0.05)))
     twin = _exact_twin(gain=0.6 * _exact_twin().config.gain)        # a mismatched twin

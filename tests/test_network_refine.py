@@ -103,6 +103,7 @@ def test_network_and_uniform_collection_spend_the_same_instrument_time(client):
     assert [r["inputs"].shape for r in rec] == [(12, 5, 1), (8, 5, 1)]
 
 
+@pytest.mark.e2e
 def test_finetune_twin_fits_the_new_data_and_keeps_the_original(client):
     twin = _twin(0.0, 1.0)
     u = np.full((40, 8, 1), 0.9)                           # held at the top of the range

@@ -112,6 +112,7 @@ def test_ridge_readout_and_rc_baseline():
     assert single["sim"]["accuracy"] > 0.5
 
 
+@pytest.mark.e2e
 def test_cascade_two_layers_on_tiny_regression():
     task = _sine_task()
     cfg = TrainConfig(nodes=(6, 6), epochs=10, tbptt=10, burn_in=5, segments_per_epoch=64, batch_size=16,
