@@ -43,3 +43,18 @@ def test_savefig_atomic_writes_a_png(tmp_path):
     savefig_atomic(fig, p)
     assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [f.name for f in tmp_path.iterdir()] == ["fig.png"]
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    """Results shared in a lab are readable like any file written with open() (umask applies),
+    not 0600 like the temporary file they are written through."""
+    import os
+    import stat
+
+    from nado.io import write_json_atomic
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "r.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
