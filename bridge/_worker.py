@@ -62,8 +62,10 @@ class RigWorker(threading.Thread):
 
     def __init__(self, name: str, rig: Any, description: dict, *, context: zmq.Context, results_ep: str,
                  lease_check: Callable[[str, tuple], str | None], leases: dict,
-                 endpoint: Callable[[], str | None] = lambda: None) -> None:
+                 endpoint: Callable[[], str | None] = lambda: None,
+                 max_drive_elements: int | None = None) -> None:
         super().__init__(name=f"rig-{name}", daemon=True)
+        self.max_drive_elements = max_drive_elements   # told to clients in describe replies
         self.endpoint = endpoint       # the server's first bound endpoint (DataKeys' source), once bound
         self.rig_name, self.rig, self.description = name, rig, description
         self.context, self.results_ep, self.lease_check, self.leases = context, results_ep, lease_check, leases
@@ -186,7 +188,10 @@ class RigWorker(threading.Thread):
         except Exception as exc:
             return self._failed(rid, P.DESCRIBE, exc)
         try:
-            return "", P.encode(P.reply_ok(rid, with_data_keys(d, self.endpoint(), self.rig_name)))
+            reply = with_data_keys(d, self.endpoint(), self.rig_name)
+            if self.max_drive_elements is not None:     # so that clients split larger drives
+                reply = {**reply, "max_drive_elements": int(self.max_drive_elements)}
+            return "", P.encode(P.reply_ok(rid, reply))
         except Exception as exc:
             log.exception("cannot encode the reply of rig %s", self.rig_name)
             return P.INTERNAL, P.error_frames(rid, P.INTERNAL, f"cannot encode the reply of rig '{self.rig_name}': {exc}")

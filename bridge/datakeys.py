@@ -80,7 +80,11 @@ def with_data_keys(description: dict[str, Any], endpoint: str | None,
     return out
 
 
+SERVER_KEYS = ("data_keys", "max_drive_elements")   # what a server adds to a describe reply
+
+
 def without_data_keys(description: dict[str, Any]) -> dict[str, Any]:
-    """The description as the rig states it: without the endpoint-dependent ``data_keys``
-    (what identifies a rig across servers, e.g. in cache keys)."""
-    return {k: v for k, v in description.items() if k != "data_keys"}
+    """The description as the rig states it: without what the serving server adds (the
+    endpoint-dependent ``data_keys`` and its ``max_drive_elements``), i.e. what identifies a rig
+    across servers (e.g. in cache keys)."""
+    return {k: v for k, v in description.items() if k not in SERVER_KEYS}

@@ -153,7 +153,8 @@ class RigServer:
         self._results_ep = f"inproc://bridge-results-{uuid.uuid4().hex}"
         self._workers = {n: RigWorker(n, r, check_description(n, r.describe()), context=self.context,
                                       results_ep=self._results_ep, lease_check=self._lease_message,
-                                      leases=self._leases.leases, endpoint=self._first_endpoint)
+                                      leases=self._leases.leases, endpoint=self._first_endpoint,
+                                      max_drive_elements=self.max_drive_elements[n])
                          for n, r in self.rigs.items()}
         self._jobs: dict[str, dict] = {}             # job id -> running request (see _queue)
         self._running: dict[tuple, str] = {}         # (peer, request id) -> job id

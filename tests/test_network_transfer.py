@@ -93,6 +93,30 @@ def test_transfer_metrics_side_by_side(served):
     assert res["sim"]["accuracy"] > 0.6 and res["transfer"]["accuracy"] > 0.5, res
 
 
+def test_transfer_splits_drives_to_the_servers_size_limit():
+    """A server that refuses drives above ``max_drive_elements`` says so in describe(); transfer
+    splits its drives to fit (the EMG scenario at 27 subjects needed this), with the same result as
+    one drive when the rig is noise-free."""
+    from bridge import RigClient, RigServer
+    task = _blob_task(n_train=60, n_test=40)
+    cfg = TrainConfig(nodes=(8,), epochs=1, batch_size=32, lr=5e-2, progress=False)
+    net, _ = train_network([_twin(noise_std=0.05)], task, cfg, seed=0)
+    out = {}
+    for name, limit in (("whole", None), ("split", 80 * 4)):   # 80 sequences of 4 steps per drive
+        endpoint = f"inproc://split-{name}-{uuid.uuid4().hex[:8]}"
+        opts = {} if limit is None else {"max_drive_elements": limit}
+        rig = LeakyRig("leaky", n_in=1, n_out=1, lo=0.0, hi=1.0, leak=(0.5, 0.5), gain=12.0, seed=0,
+                       noise=0.0, readout_noise=0.0, reset_noise=0.0)
+        with RigServer({"leaky": rig}, endpoint, **opts) as server:
+            server.start()
+            with RigClient(endpoint, "leaky", timeout_s=20.0) as client:
+                if limit is not None:
+                    assert client.describe()["max_drive_elements"] == limit
+                out[name] = transfer(net, [client], task["x_test"], seed=0)
+    assert out["split"].drives == [4] and out["whole"].drives == [1]     # 40 images x 8 nodes / 80
+    np.testing.assert_allclose(out["split"].outputs, out["whole"].outputs, rtol=1e-6)
+
+
 def test_ridge_readout_and_rc_baseline():
     rng = np.random.default_rng(0)
     F_ = rng.normal(size=(300, 6))

@@ -73,6 +73,9 @@ def transfer_layer(network: Network, l: int, client, z_prev: np.ndarray, *, seed
         s = network.layer_inputs(l, to_device(np.asarray(z_prev, np.float32), dev)).double().cpu().numpy()
     flat = np.clip(s.transpose(0, 2, 1, 3).reshape(N * n, T, -1), lo, hi)
     step = flat.shape[0] if not max_batch else int(max_batch)
+    limit = client.describe().get("max_drive_elements")   # the server's drive-size limit, if told
+    if limit:
+        step = max(1, min(step, int(limit) // max(1, flat.shape[1] * flat.shape[2])))
     outs, inits, drives, inst = [], [], 0, 0.0
     for i in range(0, flat.shape[0], step):
         r = client.drive(flat[i:i + step], reset=True, seed=None if seed is None else int(seed) + i)
