@@ -74,7 +74,7 @@ def main(argv=None) -> None:
     sc = load_scenario(a.scenario, quick=a.quick)
     runner = Runner(sc, out / "run", StageCache(Path(a.cache)), progress=False)
     conds = build_conditions(sc)
-    runner.keys["task"] = task_digest(conds)
+    runner.keys["task"] = {c.name: task_digest(c) for c in conds}
     layers = sc.network.layers
     with open_rigs(sc) as (_, clients):
         for kind in sc.kinds:

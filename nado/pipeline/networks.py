@@ -127,7 +127,7 @@ def _train_net(runner, v: str, tag: str, cond, job: Job, layers) -> tuple[Traine
     """Train (or load) the network of variant ``v``; returns it and its cache key."""
     spec = get(v)
     cfg = replace(job.config, noise=spec.noise)
-    inputs = {"variant": tag, "condition": cond.name, "task": runner.keys["task"],
+    inputs = {"variant": tag, "condition": cond.name, "task": runner.keys["task"][cond.name],
               "train": _cfg_dict(cfg), "twins": _twin_keys(runner, spec.twins, layers), "seed": runner.seed,
               "code": code_digest("nado.network")}
     if spec.rigs_to_train:
@@ -182,7 +182,7 @@ def _baseline(runner, v, tag, cond, job: Job, keys: dict[str, str], layers) -> d
 
 def _software(runner, v, tag, cond, job: Job) -> dict[str, Any]:
     """A software reference: trained and measured in simulation (cached)."""
-    inputs = {"variant": tag, "condition": cond.name, "task": runner.keys["task"],
+    inputs = {"variant": tag, "condition": cond.name, "task": runner.keys["task"][cond.name],
               "train": _cfg_dict(job.config), "seed": runner.seed, "code": code_digest("nado.network")}
     d, done = runner.cache.lookup(f"software-{tag}", inputs)
     if not done:
@@ -256,7 +256,7 @@ def run_rigloop(runner, cond, job, names, start: dict[str, tuple], layers, *,
         vcfg = replace(cfg, noise=True)
         opts = pat_opts if v.startswith("pat") else replace(
             ref_opts, source="uniform" if v == "refine_uniform" else "network")
-        inputs = {"variant": name, "condition": cond.name, "task": runner.keys["task"], "train": _cfg_dict(vcfg),
+        inputs = {"variant": name, "condition": cond.name, "task": runner.keys["task"][cond.name], "train": _cfg_dict(vcfg),
                   "twins": _twin_keys(runner, "sde", layers) + _twin_keys(runner, pat_opts.backward, layers),
                   "start": s_key if v != "pat" else None, "options": opts.__dict__, "seed": runner.seed,
                   "rigs": _rig_ident(runner, layers), "code": code_digest("nado.network")}

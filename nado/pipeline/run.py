@@ -106,7 +106,7 @@ class Runner:
             conditions = build_conditions(self.sc)
         for c in conditions:
             self.results["conditions"][c.name] = {"info": c.info}
-        self.keys["task"] = task_digest(conditions)
+        self.keys["task"] = {c.name: task_digest(c) for c in conditions}
         with open_rigs(self.sc) as (endpoint, clients):
             self.results["station"] = {"endpoint": endpoint,
                                        "started_here": endpoint is not None and not self.sc.station.endpoint,
@@ -322,18 +322,19 @@ def versions() -> dict[str, str]:
             "torch": torch.__version__, "platform": platform.platform()}
 
 
-def task_digest(conditions) -> str:
-    """SHA-256 over every array and setting of the task conditions: the networks' cache keys
-    change whenever the task data do (whatever changed them)."""
+def task_digest(c) -> str:
+    """SHA-256 over every array and setting of one task condition: its networks' cache keys
+    change whenever its data do (whatever changed them), and only then - a run of one condition
+    (say ``visibility = [20]``) reuses the stages of the same condition run beside others, so a
+    long scenario can be run condition by condition, in parallel processes on one cache."""
     h = hashlib.sha256()
-    for c in conditions:
-        h.update(c.name.encode())
-        for k in sorted(c.data):
-            v = c.data[k]
-            h.update(k.encode())
-            h.update(np.ascontiguousarray(v).tobytes() if isinstance(v, np.ndarray) else repr(v).encode())
-        for x in c.test_sets:
-            h.update(np.ascontiguousarray(x).tobytes())
+    h.update(c.name.encode())
+    for k in sorted(c.data):
+        v = c.data[k]
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(v).tobytes() if isinstance(v, np.ndarray) else repr(v).encode())
+    for x in c.test_sets:
+        h.update(np.ascontiguousarray(x).tobytes())
     return h.hexdigest()[:16]
 
 
