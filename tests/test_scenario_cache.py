@@ -121,3 +121,24 @@ def test_stage_keys_refuse_objects_that_are_not_plain_data(tmp_path):
         stage_key("s", {"x": Foo()})
     with pytest.raises(TypeError, match="Foo"):
         StageCache(tmp_path).lookup("s", {"x": Foo()})
+
+
+def test_a_conditions_key_does_not_depend_on_the_other_conditions(tmp_path):
+    """A scenario can run condition by condition on one cache (two visibilities side by side, then
+    the full scenario assembles its report from the cached stages): a condition's task key is the
+    same whether the scenario lists it alone or beside others, and differs between conditions."""
+    from pathlib import Path
+
+    from nado.pipeline.run import task_digest
+    from nado.pipeline.scenario import dump_toml, load_scenario, read_toml
+    from nado.pipeline.sweep import apply_overrides
+    from nado.tasks.adapt import build_conditions
+
+    quickstart = Path(__file__).resolve().parents[1] / "scenarios" / "quickstart.toml"
+    keys = {}
+    for vis in ([25, 20], [20]):
+        path = tmp_path / f"vis{len(vis)}.toml"
+        path.write_text(dump_toml(apply_overrides(read_toml(quickstart), {"task.visibility": vis})))
+        keys[len(vis)] = {c.name: task_digest(c) for c in build_conditions(load_scenario(path))}
+    assert keys[1]["vis20"] == keys[2]["vis20"]
+    assert keys[2]["vis20"] != keys[2]["vis25"]
