@@ -62,6 +62,27 @@ def test_gradients_reach_only_the_weights():
     assert not any(n.startswith("twins") for n, _ in net.named_parameters())
 
 
+def test_readout_from_all_layers(tmp_path):
+    """``readout_from="all"``: the readout sees every hidden layer side by side; it survives a
+    checkpoint; anything else is named."""
+    from nado.network.checkpoint import load_network, save_network
+    tw = ToyTwin()
+    net = Network([tw, tw], [4, 3], 2, 5, readout_from="all", seed=1)
+    assert tuple(net.weights[-1].shape) == (5, 7)
+    x = torch.rand(6, 4, 2)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    out = net(x, generator=g())
+    torch.testing.assert_close(out.outputs, torch.cat(out.activities, -1) @ net.weights[-1].T + net.biases[-1])
+    save_network(net, tmp_path / "n.pt")
+    back, _ = load_network(tmp_path / "n.pt", twins=[tw, tw])
+    assert back.readout_from == "all"
+    torch.testing.assert_close(back(x, generator=g()).outputs, out.outputs)
+    with pytest.raises(ConfigError, match="readout_from"):
+        Network([tw], [2], 1, 1, readout_from="first")
+    with pytest.raises(ConfigError, match="readout_from"):
+        TrainConfig(readout_from="middle")
+
+
 def test_noise_switch_and_seeds():
     tw = ToyTwin(noise_std=0.2)
     net = Network([tw], [4], 1, 1, seed=0)

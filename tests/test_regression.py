@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from bridge.backends.testrigs import LeakyRig
 from nado.network import TrainConfig, as_task_data, train_network
@@ -69,6 +70,26 @@ def test_cascade_beats_direct_after_transfer_with_mismatched_twins():
     assert c["transfer"]["mse_by_horizon"]["5"] < d["transfer"]["mse_by_horizon"]["5"]
 
 
+def test_cascade_readout_from_all_layers_keeps_depth_from_hurting():
+    """``readout_from = "all"`` (cascade-correlation's output units see every hidden unit): a
+    3-layer cascade keeps the 2-layer one's layers and readout features and adds its third layer's,
+    so after transfer it is no worse than 2 layers; both beat the readout from the last layer only.
+    Measured (seed 0, transfer MSE): last layer 0.77 (L2) / 0.83 (L3); all layers 0.18 / 0.15."""
+    task, rig = _mg_task(), _rig()
+    mse, nets = {}, {}
+    for rf in ("last", "all"):
+        for L in (2, 3):
+            cfg = replace(CFG, nodes=(8,) * L, readout_from=rf)
+            nets[rf, L], _ = run_cascade([_mismatched_twin() for _ in range(L)], [rig] * L, task, cfg, seed=0)
+            m, _ = transfer_metrics(nets[rf, L], [rig] * L, task, cfg, seed=5)
+            mse[rf, L] = m["transfer"]["mse"]
+    assert tuple(nets["all", 3].weights[-1].shape) == (3, 24)           # 3 horizons <- 3 x 8 nodes
+    for l in range(2):                                                   # the same first two layers
+        assert torch.equal(nets["all", 3].weights[l], nets["all", 2].weights[l])
+    assert mse["all", 3] <= 1.05 * mse["all", 2], mse
+    assert max(mse["all", 2], mse["all", 3]) < 0.5 * min(mse["last", 2], mse["last", 3]), mse
+
+
 def test_leaky_reference_beats_persistence():
     task = _mg_task()
     res = run_variants(task, replace(CFG, epochs=30, segments_per_epoch=256), variants=["leaky"], seed=0)["leaky"]
@@ -90,12 +111,13 @@ def test_rc_reference_reports_sim_and_transfer():
     assert res["nodes"] == [8, 8] and res["alpha"]["transfer"] > 0
 
 
-def test_asvi_sde_twin_initial_state_gain(tmp_path):
+def test_asvi_sde_twin_spread_in_band(tmp_path):
     """Emulated ASVI, the scenario's recipe at CI size. The spread of the measured initial spectra
-    is readout noise (the reset is deterministic): the fitted initial-state gain is small, and the
-    twin's std ratio on held-out repeats is closer to 1 with it than the same twin started from
-    the measured spectra as states (full scenario: 1.91 -> 1.28; the 0.8..1.25 band is not
-    reached yet, see docs/regression.md)."""
+    is readout noise (the reset is deterministic): the fitted initial-state gain is small, and
+    starting from the measured spectra as states would carry that noise on. The device's noise is
+    mostly readout noise, white in time: with the readout term the twin's std ratio on held-out
+    repeats is in DESIGN.md's band 0.8..1.25 (full scenario 1.17), and nearer 1 than the same
+    fit with process noise only (full scenario 1.28)."""
     from emulator.asvi import ASVIRig
     from nado.data.collect import collect
     from nado.data.dataset import split_dataset
@@ -105,10 +127,17 @@ def test_asvi_sde_twin_initial_state_gain(tmp_path):
                  resets=100, mode="long", seed=0, progress=False)
     train = split_dataset(ds, seed=0)["train"]
     ode, _ = fit_ode(train, config_from_dataset(train, "ode", n_delay=0), seed=0, epochs=30, progress=False)
-    sde, hist = fit_sde(train, ode, config_from_dataset(train, "sde", n_delay=0, n_aux=10), seed=0,
-                        warm_iters=150, gan_iters=0, progress=False)
-    assert hist["init_state_gain"]["mean"] < 0.3, hist["init_state_gain"]
-    with_gain = twin_report({"sde": sde}, ds)["sde"]["std_ratio"]
-    sde.config = sde.config.replace(init_state_gain=())          # measured spectra taken as states
-    without = twin_report({"sde": sde}, ds)["sde"]["std_ratio"]
-    assert with_gain < without - 0.1 and with_gain < 1.5, (with_gain, without)
+    ratio = {}
+    for readout in (True, False):
+        sde, hist = fit_sde(train, ode, config_from_dataset(train, "sde", n_delay=0, n_aux=10), seed=0,
+                            warm_iters=150, gan_iters=0, fit_readout=readout, progress=False)
+        ratio[readout] = twin_report({"sde": sde}, ds)["sde"]["std_ratio"]
+        if readout:
+            assert hist["init_state_gain"]["mean"] < 0.3, hist["init_state_gain"]
+            assert hist["readout_std"]["mean"] > 0.05, hist["readout_std"]
+            with_gain = ratio[True]
+            sde.config = sde.config.replace(init_state_gain=())      # measured spectra taken as states
+            without_gain = twin_report({"sde": sde}, ds)["sde"]["std_ratio"]
+            assert without_gain > with_gain + 0.1, (with_gain, without_gain)
+    assert 0.8 <= ratio[True] <= 1.25, ratio
+    assert abs(ratio[True] - 1) < abs(ratio[False] - 1), ratio

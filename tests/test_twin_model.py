@@ -224,3 +224,27 @@ def test_substeps_and_dtypes():
     fine.load_state_dict(twin.state_dict())
     rk4 = ode.simulate(s, x0)
     assert (fine.simulate(s, x0, noise=False) - rk4).abs().max() < 2e-3
+
+
+def test_readout_noise_is_reported_not_carried():
+    """``readout_std``: the reported observable is the state plus white noise of that std; the
+    state (what the drift sees next) is the noise-free path - the same trajectory as without it."""
+    cfg = TwinConfig(kind="sde", n_in=1, n_obs=2, n_delay=2, n_aux=3, readout_std=(0.5, 0.0))
+    torch.manual_seed(0)
+    twin = Twin(cfg)
+    u = torch.rand(400, 30, 1) * 2 - 1
+    z0 = torch.zeros(400, 2)
+    zero_dw = torch.zeros(30, 400, cfg.n_noise)                 # no process noise
+    with torch.no_grad():
+        clean = twin.simulate_normalised(u, z0, noise=False)
+        read = twin.simulate_normalised(u, z0, dw=zero_dw, generator=torch.Generator().manual_seed(1))
+    e = (read - clean).numpy()
+    assert abs(e[..., 0].std() - 0.5) < 0.02 and np.abs(e[..., 1]).max() < 1e-5
+    lag1 = np.corrcoef(e[:, :-1, 0].ravel(), e[:, 1:, 0].ravel())[0, 1]
+    assert abs(lag1) < 0.03, lag1                                # white: not fed back into the state
+    for bad in ({"readout_std": (0.1,)}, {"readout_std": (-0.1, 0.0)}):
+        with pytest.raises(ConfigError, match="readout_std"):
+            cfg.replace(**bad)
+    with pytest.raises(ConfigError, match="readout_std"):
+        TwinConfig(kind="ode", n_in=1, n_obs=1, n_aux=0, readout_std=(0.1,))
+    assert TwinConfig.from_dict(cfg.to_dict()) == cfg

@@ -12,7 +12,10 @@ For ``l = 1..L``:
 
 The final network stacks ``theta_1..theta_L`` and a readout: by default refitted by
 ridge regression on the *physical* activities of layer ``L`` (recorded like the others;
-the readout is the last connection trained on corrective data), or the last
+the readout is the last connection trained on corrective data) - or of every layer, side by
+side, with ``config.readout_from = "all"`` (cascade-correlation's output units see all hidden
+units, see :mod:`nado.network.model`; a deeper cascade then keeps what the shallower one's
+readout had and can only add to it) - or the last
 temporary readout (``readout="twin"``, trained on twins only);
 it is evaluated like any network, in simulation and after transfer, so the
 comparison with direct training (all layers trained jointly on twins) is like
@@ -48,9 +51,12 @@ def run_cascade(twins_by_layer: Sequence, clients_by_layer: Sequence, task_data:
     """
     if readout not in ("ridge", "twin"):
         raise ConfigError(f"cascade readout must be 'ridge' or 'twin', got {readout!r}")
+    config = _config(config)
     if readout == "ridge" and not config.bias:
         raise ConfigError("cascade readout='ridge' needs network biases (network.bias = true) or readout='twin'")
-    config = _config(config)
+    if readout == "twin" and config.readout_from == "all":
+        raise ConfigError("cascade readout='twin' keeps the last layer's temporary readout, which sees that "
+                          "layer only; use readout='ridge' with network.readout_from = 'all'")
     task = as_task_data(task_data)
     L = len(config.nodes)
     if len(twins_by_layer) < L or len(clients_by_layer) < L:
@@ -59,6 +65,7 @@ def run_cascade(twins_by_layer: Sequence, clients_by_layer: Sequence, task_data:
     pis = config.pi_specs()
     pis = pis if isinstance(pis, list) else [pis] * L
     z_train = task.x_train
+    recorded = []                                    # physical activities of each layer (N, T, D_l)
     stages, info = [], {"histories": [], "drives": [], "instrument_s": 0.0}
     for l in range(L):
         sub = task.with_inputs(z_train, z_train[:1])
@@ -69,22 +76,25 @@ def run_cascade(twins_by_layer: Sequence, clients_by_layer: Sequence, task_data:
         if l < L - 1 or readout == "ridge":
             z_train, _, _, nd, inst = transfer_layer(net_l, 0, clients_by_layer[l], z_train,
                                                      seed=seed + 7919 * (l + 1))
+            recorded.append(z_train)
             info["drives"].append(nd)
             info["instrument_s"] += inst
     net = Network(list(twins_by_layer[:L]), config.nodes, task.n_inputs, task.n_outputs, pi=pis,
-                  bias=config.bias, seed=seed)
+                  bias=config.bias, readout_from=config.readout_from, seed=seed)
     with torch.no_grad():
         for l, st in enumerate(stages):
             net.weights[l].copy_(st.weights[0])
             if net.biases is not None:
                 net.biases[l].copy_(st.biases[0])
-        net.weights[-1].copy_(stages[-1].weights[-1])
-        if net.biases is not None:
-            net.biases[-1].copy_(stages[-1].biases[-1])
+        if config.readout_from == "last":        # "all": the ridge readout below sets it
+            net.weights[-1].copy_(stages[-1].weights[-1])
+            if net.biases is not None:
+                net.biases[-1].copy_(stages[-1].biases[-1])
     info["readout"] = readout
     if readout == "ridge":
         from .baselines import readout_features, ridge_fit
-        W, b, info["alpha"] = ridge_fit(*readout_features(task, config, z_train, task.y_train),
+        features = net.readout_input([torch.as_tensor(z) for z in recorded]).numpy()
+        W, b, info["alpha"] = ridge_fit(*readout_features(task, config, features, task.y_train),
                                         classification=task.kind == "classification", seed=seed)
         with torch.no_grad():
             net.weights[-1].copy_(torch.as_tensor(W, dtype=net.weights[-1].dtype))

@@ -29,7 +29,8 @@ def save_network(net, path: str | os.PathLike, *, meta: dict[str, Any] | None = 
     path = Path(path)
     if isinstance(net, Network):
         layout = {"type": "twins", "nodes": net.n_nodes, "n_inputs": net.n_inputs, "n_outputs": net.n_outputs,
-                  "pi": [m.pi_spec.to_dict() for m in net.maps], "bias": net.biases is not None}
+                  "pi": [m.pi_spec.to_dict() for m in net.maps], "bias": net.biases is not None,
+                  "readout_from": net.readout_from}
     elif isinstance(net, SoftwareNetwork):
         layout = {"type": "software", "kind": net.kind, "nodes": net.n_nodes, "n_inputs": net.n_inputs,
                   "n_outputs": net.n_outputs}
@@ -66,7 +67,8 @@ def load_network(path: str | os.PathLike, twins: Sequence | None = None, *,
         if twins is None or len(twins) != len(lay["nodes"]):
             raise CheckpointError(f"{path}: the network has {len(lay['nodes'])} hidden layers; give one twin each")
         net = Network(twins, lay["nodes"], lay["n_inputs"], lay["n_outputs"],
-                      pi=[PiSpec.from_dict(p) for p in lay["pi"]], bias=lay["bias"])
+                      pi=[PiSpec.from_dict(p) for p in lay["pi"]], bias=lay["bias"],
+                      readout_from=lay.get("readout_from", "last"))
     device = module_device(net)
     state = torch.load(path, map_location=device, weights_only=True)
     try:

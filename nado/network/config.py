@@ -33,6 +33,7 @@ class TrainConfig:
     pi: Any = None
     bias: bool = True
     init_gain: float = 1.0
+    readout_from: str = "last"
     epochs: int = 20
     batch_size: int = 64
     lr: float = 1e-2
@@ -58,6 +59,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not self.nodes or any(int(n) < 1 for n in self.nodes):
             raise ConfigError(f"network.nodes must list >= 1 nodes per layer, got {self.nodes}")
+        if self.readout_from not in ("last", "all"):
+            raise ConfigError(f"network.readout_from must be last or all, got {self.readout_from!r}")
         if self.loss not in ("auto", "ce_last", "ce_window", "mse"):
             raise ConfigError(f"train.loss must be auto, ce_last, ce_window or mse, got {self.loss!r}")
         if self.schedule not in ("none", "cosine", "step"):

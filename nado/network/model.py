@@ -14,6 +14,11 @@ Forward pass over a whole sequence ``x`` ``(B, T, n_inputs)`` (task units)::
         z_l = pi_l(y_l)                            # (B, T, n_nodes * features)
     o(t) = theta_{L+1} z_L(t) + b_{L+1}            # (B, T, n_outputs)
 
+With ``readout_from="all"`` the readout sees every hidden layer, ``o(t) = theta_{L+1}
+[z_1(t), ..., z_L(t)] + b_{L+1}``: the output units of cascade-correlation (Fahlman & Lebiere
+1990, the algorithm the paper's cascade learning adapts) connect to all hidden units, so a
+layer added to a cascade can only add features to its readout, never take the earlier ones away.
+
 ``noise=True`` simulates an SDE twin with its noise (noise-aware); ``False``
 gives the deterministic path (an ODE twin is always deterministic). Initial
 states are drawn from each twin's stored reset distribution
@@ -38,6 +43,8 @@ from ..device import module_device
 from ..errors import ConfigError
 from .maps import DeviceMaps, PiSpec
 
+READOUT_FROM = ("last", "all")
+
 
 @dataclass
 class NetworkOutput:
@@ -58,12 +65,14 @@ class Network(torch.nn.Module):
     n_nodes: nodes per hidden layer. n_inputs / n_outputs: task widths.
     pi: one :class:`PiSpec` for all layers or one per layer. bias: add biases to
     every connection. init_gain: std of first-layer weights is
-    ``init_gain / sqrt(fan_in)``. The network is built on its (first) twin's device.
+    ``init_gain / sqrt(fan_in)``. readout_from: ``"last"`` (the readout sees the last hidden
+    layer) or ``"all"`` (every hidden layer, see the module docstring). The network is built on its
+    (first) twin's device.
     """
 
     def __init__(self, twins: Sequence, n_nodes: Sequence[int], n_inputs: int, n_outputs: int, *,
                  pi: PiSpec | Sequence[PiSpec] | None = None, bias: bool = True,
-                 init_gain: float = 1.0, seed: int = 0) -> None:
+                 init_gain: float = 1.0, readout_from: str = "last", seed: int = 0) -> None:
         super().__init__()
         twins, n_nodes = list(twins), [int(n) for n in n_nodes]
         if not twins or len(twins) != len(n_nodes):
@@ -72,6 +81,9 @@ class Network(torch.nn.Module):
         if any(n < 1 for n in n_nodes) or n_inputs < 1 or n_outputs < 1:
             raise ConfigError(f"layer sizes must be >= 1: inputs={n_inputs}, nodes={n_nodes}, "
                               f"outputs={n_outputs}")
+        if readout_from not in READOUT_FROM:
+            raise ConfigError(f"network.readout_from must be one of {READOUT_FROM}, got {readout_from!r}")
+        self.readout_from = readout_from
         pis = [pi] * len(twins) if pi is None or isinstance(pi, PiSpec) else list(pi)
         if len(pis) != len(twins):
             raise ConfigError(f"pi: give one spec or one per layer ({len(twins)}), got {len(pis)}")
@@ -86,8 +98,11 @@ class Network(torch.nn.Module):
         self.weights = torch.nn.ParameterList()
         self.biases = torch.nn.ParameterList() if bias else None
         fan_in = self.n_inputs
+        widths = [n * m.features for n, m in zip(n_nodes, self.maps)]
         for l, n in enumerate(n_nodes + [self.n_outputs]):
             out = n * self.maps[l].n_in if l < len(n_nodes) else n
+            if l == len(n_nodes) and readout_from == "all":
+                fan_in = sum(widths)
             gain = init_gain if l == 0 else 1.0
             w = torch.randn(out, fan_in, generator=g) * (gain / fan_in ** 0.5)
             self.weights.append(torch.nn.Parameter(w))
@@ -115,8 +130,18 @@ class Network(torch.nn.Module):
         T = z.shape[1]
         return z.reshape(B, self.n_nodes[l], T, -1).permute(0, 2, 1, 3).reshape(B, T, -1)
 
+    def readout_input(self, activities: Sequence[torch.Tensor]) -> torch.Tensor:
+        """What the readout sees, from every hidden layer's activities ``(B, T, D_l)``: the last
+        one, or (``readout_from="all"``) all of them side by side ``(B, T, sum D_l)``."""
+        if self.readout_from == "last":
+            return activities[-1]
+        if len(activities) != self.n_layers:
+            raise ConfigError(f"the readout needs the activities of all {self.n_layers} layers, "
+                              f"got {len(activities)}")
+        return torch.cat(list(activities), dim=-1)
+
     def readout(self, z_last: torch.Tensor) -> torch.Tensor:
-        """``o(t) = theta_{L+1} z_L(t) + b``: ``(B, T, D_L)`` -> ``(B, T, n_outputs)``."""
+        """``o(t) = theta_{L+1} z(t) + b``: :meth:`readout_input` ``(B, T, D)`` -> ``(B, T, n_outputs)``."""
         o = z_last @ self.weights[-1].T
         return o + self.biases[-1] if self.biases is not None else o
 
@@ -145,7 +170,7 @@ class Network(torch.nn.Module):
             acts.append(z)
             lasts.append(obs[:, -1].detach())
             ins.append(s)
-        return NetworkOutput(self.readout(z), acts, lasts, ins)
+        return NetworkOutput(self.readout(self.readout_input(acts)), acts, lasts, ins)
 
     def weight_arrays(self) -> dict[str, list]:
         """Connection weights as nested lists (JSON-able): ``{weights: [...], biases: [...]}``."""

@@ -188,13 +188,14 @@ class RigLoopNetwork(Network):
             acts.append(z)
             lasts.append(y_rig[:, -1])
             ins.append(s)
-        return NetworkOutput(self.readout(z), acts, lasts, ins)
+        return NetworkOutput(self.readout(self.readout_input(acts)), acts, lasts, ins)
 
 
 def _rig_loop(network: Network | None, twins: Sequence, clients_by_layer: Sequence, task, config: TrainConfig,
               options: PatOptions, seed: int) -> RigLoopNetwork:
     net = RigLoopNetwork(twins, clients_by_layer, config.nodes, task.n_inputs, task.n_outputs,
-                         pi=config.pi_specs(), bias=config.bias, init_gain=config.init_gain, seed=seed,
+                         pi=config.pi_specs(), bias=config.bias, init_gain=config.init_gain,
+                         readout_from=config.readout_from, seed=seed,
                          backward_noise=options.backward_noise, max_batch=options.max_batch)
     if network is not None:
         if list(network.n_nodes) != list(net.n_nodes):
@@ -240,7 +241,7 @@ def pat_train(network: Network | None, twins: Sequence, clients_by_layer: Sequen
             net.load_state_dict(network.state_dict())
             kept_start = True
     out = Network(list(twins), cfg.nodes, task.n_inputs, task.n_outputs, pi=cfg.pi_specs(), bias=cfg.bias,
-                  init_gain=cfg.init_gain, seed=seed)
+                  init_gain=cfg.init_gain, readout_from=cfg.readout_from, seed=seed)
     out.load_state_dict(net.state_dict())
     inst = dict(net.instrument_s)
     inst["total"] = inst["train"] + inst["validate"]

@@ -261,7 +261,8 @@ def refine(network: Network, clients_by_layer: Sequence, task_data: Any, config:
             refits.append(h)
         layer_twins = [twins[owner[id(t)]] for t in network.twins]
         new_net = Network(layer_twins, net.n_nodes, net.n_inputs, net.n_outputs, pi=config.pi_specs(),
-                          bias=config.bias, init_gain=config.init_gain, seed=seed)
+                          bias=config.bias, init_gain=config.init_gain, readout_from=net.readout_from,
+                          seed=seed)
         new_net.load_state_dict(net.state_dict())
         cfg = replace(config, epochs=opts.retrain_epochs, lr=opts.retrain_lr or config.lr / 2)
         hist = fit(new_net, task, cfg, seed=rseed, init_readout=False)

@@ -42,7 +42,7 @@ def train_network(twins_by_layer: Sequence, task_data: Any, config: TrainConfig 
     if len(twins_by_layer) != len(config.nodes):
         raise ConfigError(f"network.nodes has {len(config.nodes)} layers but {len(twins_by_layer)} twins given")
     net = Network(twins_by_layer, config.nodes, task.n_inputs, task.n_outputs, pi=config.pi_specs(),
-                  bias=config.bias, init_gain=config.init_gain, seed=seed)
+                  bias=config.bias, init_gain=config.init_gain, readout_from=config.readout_from, seed=seed)
     return net, fit(net, task, config, seed=seed)
 
 

@@ -100,6 +100,9 @@ def transfer(network: Network, clients_by_layer: Sequence, x: np.ndarray, *, see
         raise ConfigError("only networks of twins can be transferred (software references have no rig)")
     if len(clients_by_layer) != network.n_layers:
         raise ConfigError(f"need one rig client per hidden layer ({network.n_layers}), got {len(clients_by_layer)}")
+    if start_layer > 0 and network.readout_from == "all":
+        raise ConfigError("start_layer > 0 needs a readout from the last layer only; this network's "
+                          "readout sees every layer (readout_from='all'): transfer from layer 0")
     z = np.asarray(x, dtype=np.float32)
     res = TransferResult(np.empty(0), [], [], [], [], 0.0)
     for l in range(start_layer, network.n_layers):
@@ -112,7 +115,9 @@ def transfer(network: Network, clients_by_layer: Sequence, x: np.ndarray, *, see
         res.drives.append(nd)
         res.instrument_s += inst
     with torch.no_grad():
-        res.outputs = network.readout(to_device(z, module_device(network))).cpu().numpy()
+        dev = module_device(network)
+        acts = [to_device(a, dev) for a in res.activities]
+        res.outputs = network.readout(network.readout_input(acts)).cpu().numpy()
     return res
 
 

@@ -24,7 +24,7 @@ from ..device import check_device_spec
 from ..errors import ConfigError
 
 TASK_KINDS = ("digits", "mnist", "mnist5k", "mackey_glass", "emg")
-NETWORK_KEYS = ("layers", "nodes", "pi", "bias", "init_gain")
+NETWORK_KEYS = ("layers", "nodes", "pi", "bias", "init_gain", "readout_from")
 SECTIONS = ("run", "station", "rigs", "collect", "twins", "task", "network", "train", "variants",
             "pools", "budget")
 _HIDDEN = frozenset({"per_kind", "arch", "params"})   # model fields that the TOML file does not name
@@ -442,6 +442,7 @@ class NetworkSection(Section):
     pi: Any = None
     bias: Any = None
     init_gain: Any = None
+    readout_from: Any = None
 
     @field_validator("layers", mode="before")
     @classmethod
@@ -468,8 +469,9 @@ class NetworkSection(Section):
 
     @property
     def params(self) -> dict[str, Any]:
-        """``nodes`` and whichever of ``pi``, ``bias``, ``init_gain`` the file sets (TrainConfig keys)."""
-        return {"nodes": self.nodes, **{k: getattr(self, k) for k in ("pi", "bias", "init_gain")
+        """``nodes`` and whichever of ``pi``, ``bias``, ``init_gain``, ``readout_from`` the file sets
+        (TrainConfig keys)."""
+        return {"nodes": self.nodes, **{k: getattr(self, k) for k in ("pi", "bias", "init_gain", "readout_from")
                                          if k in self.model_fields_set}}
 
 

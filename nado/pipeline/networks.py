@@ -120,7 +120,7 @@ def _build(twins, cfg, data, seed):
     from ..network import Network, as_task_data
     t = as_task_data(data)
     return Network(twins, cfg.nodes, t.n_inputs, t.n_outputs, pi=cfg.pi_specs(), bias=cfg.bias,
-                   init_gain=cfg.init_gain, seed=seed)
+                   init_gain=cfg.init_gain, readout_from=cfg.readout_from, seed=seed)
 
 
 def _train_net(runner, v: str, tag: str, cond, job: Job, layers) -> tuple[Trained, str]:

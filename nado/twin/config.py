@@ -47,6 +47,14 @@ class TwinConfig:
       ASVI: a saturating field) has gains near 0 - its repeats' initial spectra differ by readout
       noise only, and integrating from them would carry that noise into the state. Fitted by
       :func:`nado.twin.fit_sde.fit_sde`; see :meth:`nado.twin.model.Twin.embed`.
+    - ``readout_std`` (n_obs,) >= 0 in normalised units, or empty (= none): white measurement
+      noise added to each observable the SDE twin reports, ``x = state + readout_std * eps``,
+      that the state does not carry forward (the drift sees the state, not the noisy reading).
+      Physical reason: an instrument's readout noise (the ASVI's spectrum, the NRA's resistance
+      measurement) is independent from sample to sample, while the twin's diffusion is process
+      noise that passes through the drift; without this term a twin whose device noise is mostly
+      readout noise has to mimic it with process noise, which the frozen drift amplifies over
+      the first steps. Fitted by :func:`nado.twin.fit_sde.fit_sde` (step 6 of its docstring).
     """
 
     kind: str
@@ -67,6 +75,7 @@ class TwinConfig:
     tau_ratio: float = 0.7
     delays: str = "learned"
     init_state_gain: tuple[float, ...] = ()
+    readout_std: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         def bad(key: str, why: str) -> ConfigError:
@@ -104,6 +113,12 @@ class TwinConfig:
         if gain and (len(gain) != self.n_obs or not all(0.0 <= v <= 1.0 for v in gain)):
             raise bad("init_state_gain", f"needs {self.n_obs} values in [0, 1] (or none), got {len(gain)}")
         object.__setattr__(self, "init_state_gain", gain)
+        readout = tuple(float(v) for v in np.asarray(self.readout_std, dtype=float).ravel())
+        if readout and (len(readout) != self.n_obs or not all(math.isfinite(v) and v >= 0 for v in readout)):
+            raise bad("readout_std", f"needs {self.n_obs} finite values >= 0 (or none), got {readout!r}")
+        if readout and self.kind != "sde":
+            raise bad("readout_std", "only an SDE twin has noise; an ODE twin takes none")
+        object.__setattr__(self, "readout_std", readout)
         if not (self.tau0 > 0 and 0 < self.tau_ratio <= 1):
             raise bad("tau0/tau_ratio", "need tau0 > 0 and 0 < tau_ratio <= 1")
 
@@ -128,7 +143,7 @@ class TwinConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict including ``version``."""
         d = asdict(self)
-        for key in ("input_lo", "input_hi", "obs_mean", "obs_std", "init_state_gain"):
+        for key in ("input_lo", "input_hi", "obs_mean", "obs_std", "init_state_gain", "readout_std"):
             d[key] = list(d[key])
         d["version"] = CONFIG_VERSION
         return d

@@ -130,17 +130,28 @@ class Twin(nn.Module):
                          device=self.obs_mean.device)
         return dw * math.sqrt(c.h) if c.substeps != 1 else dw
 
+    def read(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The observables an instrument reports for normalised states ``z`` (..., n_obs): ``z``
+        plus white readout noise ``config.readout_std * eps`` (see :class:`TwinConfig`); ``z``
+        itself when the twin has none. Only for a noisy simulation."""
+        if not self.config.readout_std:
+            return z
+        std = torch.tensor(self.config.readout_std, dtype=z.dtype, device=z.device)
+        return z + std * torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
+
     # ----------------------------------------------------------------- simulation
     def simulate_normalised(self, u: Tensor, z0: Tensor, *, noise: bool = True,
                             generator: torch.Generator | None = None,
                             dw: Tensor | None = None) -> Tensor:
-        """Normalised twin: u (B, T, n_in) in [-1, 1], z0 (B, n_obs) -> z (B, T, n_obs)."""
+        """Normalised twin: u (B, T, n_in) in [-1, 1], z0 (B, n_obs) -> z (B, T, n_obs); with
+        noise, the states integrated with ``dw`` then read with the readout noise (:meth:`read`)."""
         c = self.config
         use_noise = noise and c.kind == "sde"
         if use_noise and dw is None:
             dw = self.sample_noise(u.shape[0], u.shape[1], generator=generator, dtype=u.dtype)
-        return integrate(self.packed(use_noise), u, self.embed(z0), method=c.method,
-                         substeps=c.substeps, dw=dw if use_noise else None)
+        z = integrate(self.packed(use_noise), u, self.embed(z0), method=c.method,
+                      substeps=c.substeps, dw=dw if use_noise else None)
+        return self.read(z, generator) if use_noise else z
 
     def simulate(self, s: Tensor, x0: Tensor | None = None, *, noise: bool = True,
                  generator: torch.Generator | None = None) -> Tensor:

@@ -118,6 +118,8 @@ class TwinRig:
             initial = self.twin.denormalise_obs(window[:, -1])
             z = self._run(torch.as_tensor(x, dtype=torch.float32), window, gen)
             self._window = torch.cat([window, z], dim=1)[:, -(self.config.n_delay + 1):].clone()
+            if self.noise and self.config.kind == "sde":
+                z = self.twin.read(z, gen)      # readout noise: reported, not carried as state
             out = self.twin.denormalise_obs(z)
         return DriveResult(outputs=out.double().numpy(), initial=initial.double().numpy(),
                            instrument_s=B * T * self.step_s)
