@@ -162,6 +162,23 @@ def test_snr_definition():
         snr_from_repeats(np.zeros((3, 1, 4, 1)))
 
 
+def test_spread_shape_tells_branches_from_gaussian_noise():
+    """The device-level statistics beside the SNR: repeats that split into two branches (a
+    noise-induced bifurcation) count as bimodal, Gaussian repeats do not; the 5-95 % width over
+    the response range and the spread by step since reset follow what was generated."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    M, R, T = 100, 40, 8
+    mean = rng.uniform(0.0, 10.0, size=(M, 1, T, 1))                      # response range ~10
+    branches = mean + np.where(rng.random((M, R, T, 1)) < 0.5, -1.0, 1.0) + rng.normal(0, 0.1, (M, R, T, 1))
+    growing = mean + rng.normal(0.0, 1.0, (M, R, T, 1)) * np.linspace(0.5, 1.5, T)[:, None]
+    b, g = snr_from_repeats(branches), snr_from_repeats(growing)
+    assert b["bimodal_fraction"] > 0.95 and g["bimodal_fraction"] < 0.02, (b["bimodal_fraction"], g["bimodal_fraction"])
+    assert b["width_of_range"] == pytest.approx(2.0 / 10.0, rel=0.1)       # +-1 branches over ~10
+    sp = g["spread_by_step"]
+    assert len(sp) == T and sp[-1] / sp[0] == pytest.approx(3.0, rel=0.15)
+
+
 def test_rigs_started_from_a_station_file_or_attached(tmp_path):
     from bridge.station import serve
     from nado.pipeline.run import open_rigs
