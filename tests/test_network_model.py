@@ -83,6 +83,36 @@ def test_readout_from_all_layers(tmp_path):
         TrainConfig(readout_from="middle")
 
 
+def test_an_interrupted_fit_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    """``TrainConfig.checkpoint``: a fit killed after its second epoch and started again with the
+    same file ends with exactly the weights and history of a fit that was never interrupted."""
+    import nado.network.train as train_mod
+    from dataclasses import replace
+    task = _digits_task(n_train=200, n_test=50)
+    cfg = TrainConfig(nodes=(6,), epochs=4, batch_size=32, lr=0.02, progress=False, augment="none")
+    twin = ToyTwin()
+    straight, h_straight = train_network([twin], task, cfg, seed=3)
+
+    real_save, saved = train_mod.save_torch_atomic, []
+
+    def save_then_die(path, obj):
+        real_save(path, obj)
+        saved.append(obj["epoch"])
+        if obj["epoch"] == 1:
+            raise KeyboardInterrupt("killed after epoch 1")
+
+    ck = replace(cfg, checkpoint=str(tmp_path / "fit.pt"))
+    monkeypatch.setattr(train_mod, "save_torch_atomic", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_network([twin], task, ck, seed=3)
+    monkeypatch.setattr(train_mod, "save_torch_atomic", real_save)
+    resumed, h_resumed = train_network([twin], task, ck, seed=3)
+    assert saved == [0, 1] and h_resumed["resumed_at"] == [2]
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    assert h_resumed["loss"] == h_straight["loss"] and h_resumed["val"] == h_straight["val"]
+
+
 def test_noise_switch_and_seeds():
     tw = ToyTwin(noise_std=0.2)
     net = Network([tw], [4], 1, 1, seed=0)

@@ -69,7 +69,8 @@ def run_cascade(twins_by_layer: Sequence, clients_by_layer: Sequence, task_data:
     stages, info = [], {"histories": [], "drives": [], "instrument_s": 0.0}
     for l in range(L):
         sub = task.with_inputs(z_train, z_train[:1])
-        cfg = replace(config, nodes=(config.nodes[l],), pi=pis[l])
+        cfg = replace(config, nodes=(config.nodes[l],), pi=pis[l],        # one resume file per layer
+                      checkpoint=f"{config.checkpoint}.layer{l}" if config.checkpoint else None)
         net_l, hist = train_network([twins_by_layer[l]], sub, cfg, seed=seed + 101 * l)
         stages.append(net_l)
         info["histories"].append(hist)

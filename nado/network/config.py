@@ -55,6 +55,7 @@ class TrainConfig:
     augment: str = "none"
     eval_batch: int = 512
     progress: bool = True
+    checkpoint: str | None = None     # fit's resume file (nado.network.train.fit); not a setting
 
     def __post_init__(self) -> None:
         if not self.nodes or any(int(n) < 1 for n in self.nodes):

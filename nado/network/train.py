@@ -14,11 +14,19 @@ no-grad pass; the price is back-propagating through the burn-in's twin steps). W
 its frames (partially observable digits; on the quickstart it closes a ~10-point train/test gap,
 docs/classification.md). History: ``{epoch, loss, val, lr, val_metric, best_epoch, seconds}``
 (one entry per epoch; ``val`` is accuracy, or nmse for regression).
+
+**Resuming.** With ``config.checkpoint`` (a file path), :func:`fit` writes its whole state after
+every epoch (weights, optimiser and schedule, the best weights so far, the history, and the numpy
+and torch random states), atomically, and starts from that file when it exists: an interrupted
+fit continues at the next epoch and ends with the very weights and history an uninterrupted one
+has (a test). The file belongs to one fit (same model, data and settings); the caller removes it
+when the fit's result is safe (the pipeline keeps it beside its stage cache, under the stage's key).
 """
 from __future__ import annotations
 
 import copy
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -28,6 +36,7 @@ from tqdm import tqdm
 
 from ..device import generator, module_device, resolve_device, to_device
 from ..errors import ConfigError
+from ..io import save_torch_atomic
 from .config import TrainConfig
 from .data import TaskData, as_task_data, metrics
 from .model import Network
@@ -213,9 +222,23 @@ def fit(model, task_data: Any, config: TrainConfig | dict | None = None, *, seed
     hist: dict[str, Any] = {"epoch": [], "loss": [], "val": [], "lr": [],
                             "val_metric": "accuracy" if task.kind == "classification" else "nmse",
                             "best_epoch": None, "loss_kind": kind}
-    best, best_state, since = -np.inf, None, 0
-    t0 = time.perf_counter()
-    bar = tqdm(range(config.epochs), desc="train", disable=not config.progress, leave=False)
+    best, best_state, since, start, spent = -np.inf, None, 0, 0, 0.0
+    resume = Path(config.checkpoint) if config.checkpoint else None
+    if resume is not None and resume.is_file():
+        st = torch.load(resume, map_location=device, weights_only=True)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        if sched is not None:
+            sched.load_state_dict(st["sched"])
+        rng.bit_generator.state = st["rng"]
+        gen.set_state(st["gen"].cpu() if gen.device.type == "cpu" else st["gen"])
+        torch.set_rng_state(st["torch_rng"])
+        hist, best, best_state, since = st["hist"], st["best"], st["best_state"], st["since"]
+        start, spent = st["epoch"] + 1, st["seconds"]
+        hist.setdefault("resumed_at", []).append(start)
+    t0 = time.perf_counter() - spent
+    bar = tqdm(range(start, config.epochs), desc="train", disable=not config.progress, leave=False,
+               initial=start, total=config.epochs)
     for epoch in bar:
         model.train()
         losses = []
@@ -255,8 +278,15 @@ def fit(model, task_data: Any, config: TrainConfig | dict | None = None, *, seed
             best_state = copy.deepcopy(model.state_dict())
         else:
             since += 1
-            if config.patience is not None and since >= config.patience:
-                break
+        if resume is not None:
+            save_torch_atomic(resume, {"epoch": epoch, "model": model.state_dict(), "opt": opt.state_dict(),
+                                       "sched": None if sched is None else sched.state_dict(),
+                                       "rng": rng.bit_generator.state, "gen": gen.get_state(),
+                                       "torch_rng": torch.get_rng_state(), "hist": hist, "best": float(best),
+                                       "best_state": best_state, "since": since,
+                                       "seconds": time.perf_counter() - t0})
+        if config.patience is not None and since >= config.patience:
+            break
     if best_state is not None:
         model.load_state_dict(best_state)
     hist["seconds"] = time.perf_counter() - t0

@@ -24,6 +24,7 @@ regression adds ``results["conditions"][NAME]["by_depth"]["L2"...]``.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from ..io import save_npy_atomic, write_json_atomic
 from ..network.variants import Job, Trained, get, measure_variant, order, train_variant
 from .cache import code_digest
 
-TRAIN_DROP = ("progress",)
+TRAIN_DROP = ("progress", "checkpoint")      # how a stage runs, not what it computes
 
 
 def run_networks(runner, conditions, clients) -> None:
@@ -134,13 +135,29 @@ def _train_net(runner, v: str, tag: str, cond, job: Job, layers) -> tuple[Traine
         inputs["rigs"] = [without_data_keys(c.describe()) for c in job.clients]   # the rigs, not their endpoint
     d, done = runner.cache.lookup(f"train-{tag}", inputs)
     if not done:
-        t = train_variant(v, job)
-        torch.save({k: v.cpu() for k, v in t.model.state_dict().items()}, d / "weights.pt")
-        write_json_atomic(d / "history.json", t.history)
-        runner.cache.finish(d)
+        with _resumable(runner, d, job) as rjob:
+            t = train_variant(v, rjob)
+            torch.save({k: v.cpu() for k, v in t.model.state_dict().items()}, d / "weights.pt")
+            write_json_atomic(d / "history.json", t.history)
+            runner.cache.finish(d)
     net = _build(job.twins[spec.twins], cfg, cond.data, runner.seed)
     net.load_state_dict(torch.load(d / "weights.pt", map_location=runner.device, weights_only=True))
     return Trained(net, _read(d / "history.json"), cfg), d.name
+
+
+@contextmanager
+def _resumable(runner, folder: Path, job: Job):
+    """``job`` whose training keeps its epoch state in ``CACHE/.resume/STAGE-KEY.pt``: a training
+    stage interrupted (session over, machine rebooted) resumes at its next epoch when the same
+    stage runs again (:func:`nado.network.train.fit`, "Resuming"); the file goes once the stage is
+    finished. The stage's lock (:mod:`nado.pipeline.cache`) keeps one process on it."""
+    path = runner.cache.root / ".resume" / f"{folder.name}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file():
+        runner.log(f"  resuming {folder.name} from its last finished epoch")
+    yield replace(job, config=replace(job.config, checkpoint=str(path)))
+    for f in [path, *path.parent.glob(f"{path.name}.layer*")]:     # cascade: one file per layer
+        f.unlink(missing_ok=True)
 
 
 def _read(path: Path) -> Any:
@@ -186,9 +203,10 @@ def _software(runner, v, tag, cond, job: Job) -> dict[str, Any]:
               "train": _cfg_dict(job.config), "seed": runner.seed, "code": code_digest("nado.network")}
     d, done = runner.cache.lookup(f"software-{tag}", inputs)
     if not done:
-        t = train_variant(v, job)
-        write_json_atomic(d / "metrics.json", {**measure_variant(v, t, job), "history": t.history})
-        runner.cache.finish(d)
+        with _resumable(runner, d, job) as rjob:
+            t = train_variant(v, rjob)
+            write_json_atomic(d / "metrics.json", {**measure_variant(v, t, job), "history": t.history})
+            runner.cache.finish(d)
     return {**_read(d / "metrics.json"), "cached": done}
 
 
