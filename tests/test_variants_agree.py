@@ -131,5 +131,9 @@ def test_nado_run_trains_rig_in_the_loop_variants_after_what_they_start_from(tmp
         assert stages["collect"] > 0 and r["transfer"]["accuracy"] is not None
         assert r["instrument_total_s"] == pytest.approx(sum(stages.values()))
     assert nets["pat_finetune"]["instrument_by_stage"]["pat"] > 0
+    dg = nets["pat_finetune"]["diagnostics"]                 # the measurements behind its result
+    assert len(dg["forward_nrmse"]) == len(dg["rig_repeat_nrmse"]) == 2 and dg["instrument_s"] > 0
+    assert -1 <= dg["cos_pat_twin"] <= 1 and res["instrument_s"]["patdiag.vis25"] == dg["instrument_s"]
+    assert "what its gradient sees" in (tmp_path / "runs" / "agree" / "report.md").read_text()
     assert nets["refine"]["instrument_by_stage"]["refine"] > 0
     assert (tmp_path / "runs" / "agree" / "fig_instrument_time.png").is_file()

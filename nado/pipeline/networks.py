@@ -255,7 +255,7 @@ def run_rigloop(runner, cond, job, names, start: dict[str, tuple], layers, *,
     starts from. Called by the one variant loop (:func:`nado.pipeline.networks._variants`) after
     the variants they need. Returns ``{variant: entry}``."""
     from dataclasses import replace
-    from ..network.pat import PatOptions, pat_train
+    from ..network.pat import PatOptions, pat_diagnostics, pat_train
     from ..network.refine import RefineOptions, refine
     from ..network.variants import Trained
     clients_by_layer, cfg = list(job.clients), job.config
@@ -318,6 +318,16 @@ def run_rigloop(runner, cond, job, names, start: dict[str, tuple], layers, *,
             and not (k == "transfer" and v.startswith("pat"))))
         out[v] = {**res, "history": hist, "instrument_by_stage": stages,
                   "instrument_total_s": float(sum(stages.values()))}
+        if v == "pat_finetune":     # why it helps or not, measured at its start (the report's table)
+            d, done = runner.cache.lookup(f"patdiag-{name}", {k: inputs[k] for k in
+                                                              ("twins", "start", "seed", "rigs", "code")})
+            if not done:
+                write_json_atomic(d / "diagnostics.json", pat_diagnostics(
+                    s_net, _twins(runner, pat_opts.backward, layers), clients_by_layer, cond.data, vcfg,
+                    backward_noise=pat_opts.backward_noise, seed=runner.seed))
+                runner.cache.finish(d)
+            out[v]["diagnostics"] = _read(d / "diagnostics.json")
+            runner.results["instrument_s"][f"patdiag.{cond.name}{tag}"] = out[v]["diagnostics"]["instrument_s"]
     return out
 
 

@@ -213,6 +213,7 @@ def markdown(results: dict, figures: dict[str, str]) -> str:
                 out += [f"### {depth}", ""] + _network_table(nets, classification) + [""]
         else:
             out += _network_table(c.get("networks", {}), classification)
+    out += _pat_diagnostics(results)
     out += ["", "## The paper's numbers (physical devices)", "", REFERENCE[family], ""]
     if family == "digits":
         out += ["| visibility | variant | paper (%) | ours, transfer (%) | ours, sim (%) |", "|---|---|---|---|---|"]
@@ -297,6 +298,33 @@ def instrument_points(nets: dict, collect_s: float) -> dict[str, list[tuple[floa
             extra = float((r.get("history") or {}).get("instrument_s", 0.0)) if v == "cascade" else 0.0
             pts[v] = [(collect_s + extra + float(r.get("instrument_s", 0.0)), metric(r["transfer"]))]
     return {k: [p for p in v if p[1] is not None] for k, v in pts.items() if v}
+
+
+def _pat_diagnostics(results: dict) -> list[str]:
+    """The table behind ``pat_finetune``'s result (:func:`nado.network.pat.pat_diagnostics` at its
+    starting weights, one training batch): how far the gradient PAT follows is from the twin-only
+    one, how noisy the measured forward pass makes it, and how far the twin is from the rig."""
+    rows = []
+    for cname, c in results["conditions"].items():
+        nets = {**c.get("networks", {}), **{f"{k}.{d}": n for d, ns in (c.get("by_depth") or {}).items()
+                                              for k, n in ns.items()}}
+        for v, n in nets.items():
+            dg = (n or {}).get("diagnostics")
+            if dg:
+                rows.append(f"| {cname} | {v} | {_fmt(dg['cos_pat_twin'])} | {_fmt(dg['cos_pat_pat'])} | "
+                            f"{_fmt(dg['cos_twin_twin'])} | {', '.join(_fmt(x) for x in dg['forward_nrmse'])} | "
+                            f"{', '.join(_fmt(x) for x in dg['rig_repeat_nrmse'])} |")
+    if not rows:
+        return []
+    return ["", "### Physics-aware training: what its gradient sees (measured at its start)", "",
+            "Cosines between gradients on one training batch: PAT vs twin-only (NADO's); PAT vs PAT with "
+            "other drive-noise seeds (1 = a noise-free measured forward pass); twin vs twin with other "
+            "noise draws (the twin's own gradient noise, for scale). NRMSE per layer, over the rig "
+            "activities' std: twin vs rig along the same measured inputs, and the rig against itself "
+            "(two measurements of the same inputs). PAT can only help where the twin is further from "
+            "the rig than the rig is from itself.", "",
+            "| condition | variant | cos(PAT, twin) | cos(PAT, PAT') | cos(twin, twin') | twin vs rig NRMSE "
+            "per layer | rig vs rig NRMSE per layer |", "|---|---|---|---|---|---|---|", *rows]
 
 
 def instrument_figure(results: dict, path) -> str | None:
