@@ -111,6 +111,11 @@ def test_an_interrupted_fit_resumes_to_the_same_weights(tmp_path, monkeypatch):
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
     assert h_resumed["loss"] == h_straight["loss"] and h_resumed["val"] == h_straight["val"]
+    # a fit that stopped early and is started again from its file trains no further epoch
+    early = replace(cfg, epochs=30, patience=1, lr=0.2, checkpoint=str(tmp_path / "early.pt"))
+    _, h_early = train_network([twin], task, early, seed=3)
+    _, h_again = train_network([twin], task, early, seed=3)
+    assert len(h_early["epoch"]) < 30 and h_again["epoch"] == h_early["epoch"], (h_early["epoch"], h_again["epoch"])
 
 
 def test_noise_switch_and_seeds():

@@ -231,10 +231,12 @@ def fit(model, task_data: Any, config: TrainConfig | dict | None = None, *, seed
         if sched is not None:
             sched.load_state_dict(st["sched"])
         rng.bit_generator.state = st["rng"]
-        gen.set_state(st["gen"].cpu() if gen.device.type == "cpu" else st["gen"])
-        torch.set_rng_state(st["torch_rng"])
+        gen.set_state(st["gen"].cpu())                  # generator states are CPU byte tensors
+        torch.set_rng_state(st["torch_rng"].cpu())
         hist, best, best_state, since = st["hist"], st["best"], st["best_state"], st["since"]
         start, spent = st["epoch"] + 1, st["seconds"]
+        if config.patience is not None and since >= config.patience:
+            start = config.epochs                        # it had stopped early: nothing left to run
         hist.setdefault("resumed_at", []).append(start)
     t0 = time.perf_counter() - spent
     bar = tqdm(range(start, config.epochs), desc="train", disable=not config.progress, leave=False,
