@@ -219,3 +219,29 @@ def test_window_loss_with_truncated_bptt_learns():
                       tbptt=4, burn_in=2, segments_per_epoch=128, progress=False)
     net, hist = train_network([ToyTwin(noise_std=0.02)], task, cfg, seed=0)
     assert evaluate(net, as_task_data(task), cfg)["accuracy"] > 0.7
+
+
+def test_bfloat16_training_reaches_the_float32_accuracy():
+    """train.precision = "bfloat16" (the frozen twins' matmuls in bf16, all else float32) trains
+    a network of NRA-shaped SDE twins to the accuracy of float32 training: same seed, same data,
+    test accuracy within 5 points (the two runs' noise draws are identical; what differs is
+    rounding, which changes the path of training a little). A bad precision is named."""
+    from nado.twin import Twin, TwinConfig
+
+    torch.manual_seed(0)
+    twin = Twin(TwinConfig(kind="sde", n_in=1, n_obs=1, n_delay=5, n_aux=10, input_lo=(0.0,),
+                           input_hi=(80.0,)))
+    with torch.no_grad():                 # a drift that responds to its input (3 steps: stable)
+        for layer in twin.f:
+            layer.weight.normal_(0, 0.3)
+    task = _digits_task()
+    acc = {}
+    for precision in ("float32", "bfloat16"):
+        cfg = TrainConfig(nodes=(24,), epochs=6, batch_size=32, lr=2e-2, progress=False,
+                          precision=precision)
+        net, _ = train_network([twin], task, cfg, seed=0)
+        acc[precision] = evaluate(net, as_task_data(task), cfg)["accuracy"]
+    assert acc["float32"] > 0.5, acc                        # chance is 0.1
+    assert abs(acc["bfloat16"] - acc["float32"]) <= 0.05, acc
+    with pytest.raises(ConfigError, match="train.precision.*'half'"):
+        TrainConfig(precision="half")

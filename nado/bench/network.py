@@ -7,9 +7,12 @@ weights). Measures samples/s of forward + backward + Adam step (with 1 or 2 intr
 whichever is faster now: on a loaded 2-core machine 2 threads were several times slower), the
 spread over the timed steps, the peak resident memory of the process from this section's start
 (the kernel's peak count is reset first; on a GPU: the peak device memory), and
-extrapolates the time of an epoch of 60,000 samples. Targets (issue 14): epoch <= 40 s on 2
-cores, peak memory < 2 GiB at batch 128. ``quick`` runs fewer steps, same size. ``device``: see
-:mod:`nado.device` (``nado bench --device cuda``).
+extrapolates the time of an epoch of 60,000 samples. Both precisions of ``[train] precision``
+(:mod:`nado.twin.precision`: the frozen twins' matmuls in float32 or bfloat16) are timed in
+interleaved steps; the top-level figures are float32's, ``by_precision`` has both, and the epoch
+target is checked on the faster (``best_precision``). Targets (issue 14): epoch <= 40 s on 2
+cores, peak memory < 2 GiB at batch 128 (the peak of the section, both precisions). ``quick``
+runs fewer steps, same size. ``device``: see :mod:`nado.device` (``nado bench --device cuda``).
 
 Where the time goes (``torch.profiler``, one thread, two training steps, 2026-12-03 on the shared
 2-core AMD EPYC at load average ~17-20, so absolute times are several times the unloaded ones):
@@ -75,6 +78,7 @@ def run(quick: bool, device="cpu") -> dict:
     from nado.bench import target
     from nado.device import generator, synchronize
     from nado.network import Network
+    from nado.twin.precision import PRECISIONS, matmul_precision
 
     device = torch.device(device)
     threads = torch.get_num_threads()
@@ -89,8 +93,9 @@ def run(quick: bool, device="cpu") -> dict:
     x = torch.rand(batch, T, n_in, generator=gen, device=device)
     y = torch.randint(0, n_out, (batch,), generator=gen, device=device)
 
-    def step():
-        out = net(x, noise=True, generator=gen).outputs
+    def step(precision: str = "float32"):
+        with matmul_precision(precision):
+            out = net(x, noise=True, generator=gen).outputs
         loss = F.cross_entropy(out[:, -1], y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -114,23 +119,32 @@ def run(quick: bool, device="cpu") -> dict:
     torch.set_num_threads(best_threads)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    dt = statistics.median(times)
+    step("bfloat16")                           # warm-up of the bf16 kernels
+    times: dict[str, list[float]] = {p: [] for p in PRECISIONS}
+    for _ in range(steps):                     # interleaved: both precisions see the same load
+        for precision in PRECISIONS:
+            t0 = time.perf_counter()
+            step(precision)
+            times[precision].append(time.perf_counter() - t0)
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else _peak_rss_bytes())
     torch.set_num_threads(threads)
-    rate = batch / dt
-    epoch_s = 60000 / rate
+    by_precision = {}
+    for precision, ts in times.items():
+        dt = statistics.median(ts)
+        by_precision[precision] = {
+            "step_s": dt, "step_s_range": [min(ts), max(ts)], "samples_per_s": batch / dt,
+            "epoch_60k_s": 60000 / batch * dt,
+            "epoch_60k_s_range": [60000 / batch * min(ts), 60000 / batch * max(ts)]}
+    best = min(by_precision, key=lambda p: by_precision[p]["step_s"])
+    epoch_s = by_precision[best]["epoch_60k_s"]
     peak_gib = peak / 2 ** 30
     return {
         "batch": batch, "frames": T, "nodes": list(nodes), "inputs": n_in, "outputs": n_out,
-        "device": str(device), "step_s": dt, "step_s_range": [min(times), max(times)],
-        "samples_per_s": rate, "epoch_60k_s": epoch_s,
-        "epoch_60k_s_range": [60000 / batch * min(times), 60000 / batch * max(times)],
+        "device": str(device), **by_precision["float32"], "by_precision": by_precision,
+        "best_precision": best,
+        "speedup_bfloat16_vs_float32": statistics.median(
+            [a / b for a, b in zip(times["float32"], times["bfloat16"])]),
         "peak_memory_gib": peak_gib, "peak_memory_kind": "cuda_allocated" if device.type == "cuda"
         else "host_rss", "peak_rss_before_gib": rss0 / 2 ** 30, "peak_rss_reset": peak_reset,
         "threads": best_threads,

@@ -24,6 +24,11 @@ bytes of the unique tensors autograd saves for the backward pass (counted with
 device-step; matmul FLOPs per device-step of the step (forward; forward+backward counts the
 input-gradient matmuls again, no weight gradients as the twin is frozen); achieved FLOP/s beside a
 1024 x 1024 matmul's FLOP/s measured in the same process.
+
+Mixed precision (``bf16_*``, :mod:`nado.twin.precision`): the same forward+backward with the
+twin's MLP matmuls in bfloat16, timed in the same rounds: its speedup over torchsde and over our
+float32 path, its FLOP/s against a bfloat16 1024 x 1024 matmul of the same round, and its
+backprop bytes. The targets are measured on float32, the identical SDE torchsde integrates.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ import torch
 
 from nado.bench import target
 from nado.device import generator, synchronize
+from nado.twin.precision import matmul_precision
 
 SECTION = "twin"
 LAYER = {"nodes": 200, "batch": 128, "steps": 40, "features": 16}   # the full layer, also --quick
@@ -60,8 +66,9 @@ def _flops_per_step(twin) -> float:
     return float(first + hidden + out)
 
 
-def _matmul_flops(quick: bool, device: torch.device) -> float:
-    a, b = torch.randn(1024, 1024, device=device), torch.randn(1024, 1024, device=device)
+def _matmul_flops(quick: bool, device: torch.device, dtype: torch.dtype = torch.float32) -> float:
+    a = torch.randn(1024, 1024, device=device, dtype=dtype)
+    b = torch.randn(1024, 1024, device=device, dtype=dtype)
     a @ b
     reps = (3 if quick else 10) * (10 if device.type == "cuda" else 1)
     synchronize(device)
@@ -113,6 +120,10 @@ def run(quick: bool, device: torch.device = torch.device("cpu")) -> dict[str, An
     def compiled() -> torch.Tensor:
         return ours(compile=True)
 
+    def bf16() -> torch.Tensor:
+        with matmul_precision("bfloat16"):
+            return ours()
+
     def ref() -> torch.Tensor:
         return sdeint_reference(twin.packed(True), inputs(), twin.embed(z0), method="euler")
 
@@ -161,12 +172,17 @@ def run(quick: bool, device: torch.device = torch.device("cpu")) -> dict[str, An
     repeats = 3 if quick else 7
     result["rounds"] = repeats
     runs: dict[str, list[float]] = {f"{k}_{m}": [] for k in paths for m in ("forward", "fwbw")}
+    runs["bf16_fwbw"] = []            # bfloat16 matmuls change only the gradient path
     mms: list[float] = []
+    mms_bf16: list[float] = []
+    timed(bf16, True)
     for _ in range(repeats):
         mms.append(_matmul_flops(quick, device))   # the matmul reference sees the same load
+        mms_bf16.append(_matmul_flops(quick, device, torch.bfloat16))
         for name, fn in paths.items():
             runs[f"{name}_forward"].append(timed(fn, False))
             runs[f"{name}_fwbw"].append(timed(fn, True))
+        runs["bf16_fwbw"].append(timed(bf16, True))
     for key, vals in runs.items():
         result[f"{key}_steps_per_s"] = statistics.median(vals)
         result[f"{key}_steps_per_s_range"] = [min(vals), max(vals)]
@@ -179,9 +195,18 @@ def run(quick: bool, device: torch.device = torch.device("cpu")) -> dict[str, An
     result["speedup_fwbw_eager_median_of_rounds"] = statistics.median(speed)
     result["fraction_of_matmul_forward_per_round"] = frac_fw
     result["fraction_of_matmul_fwbw_per_round"] = frac_fwbw
+    speed_bf16 = [a / b for a, b in zip(runs["bf16_fwbw"], runs["torchsde_fwbw"])]
+    result["speedup_fwbw_bf16_per_round"] = speed_bf16
+    result["speedup_fwbw_bf16_vs_torchsde"] = statistics.median(speed_bf16)
+    result["speedup_fwbw_bf16_vs_float32"] = statistics.median(
+        [a / b for a, b in zip(runs["bf16_fwbw"], runs["ours_fwbw"])])
+    result["bf16_matmul_flops"] = statistics.median(mms_bf16)
+    result["fraction_of_bf16_matmul_fwbw"] = statistics.median(
+        [2 * flops * a / m for a, m in zip(runs["bf16_fwbw"], mms_bf16)])
     result["torchsde_plain_fg_fwbw_steps_per_s"] = timed(ref_plain, True)
     result["ours_backprop_bytes_per_step"] = saved_bytes(ours)
     result["torchsde_backprop_bytes_per_step"] = saved_bytes(ref)
+    result["bf16_backprop_bytes_per_step"] = saved_bytes(bf16)
     best_fwbw, best_fw = result["ours_fwbw_steps_per_s"], result["ours_forward_steps_per_s"]
     if "compiled" in paths:
         best_fwbw = max(best_fwbw, result["compiled_fwbw_steps_per_s"])

@@ -17,6 +17,10 @@ the training set is held out when the task has no validation split);
 ``augment`` = none | remask (partially observable digits: each epoch shows every
 training image under a fresh random partition into frames,
 :func:`nado.tasks.digits.remask_frames`).
+
+Speed: ``precision`` = ``float32`` | ``bfloat16``, the dtype of the frozen twins' MLP matmuls
+in the training forward and backward (state, noise, weights and gradients stay float32; see
+:mod:`nado.twin.precision`); evaluation in simulation always runs in float32.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ..errors import ConfigError
+from ..twin.precision import check_precision
 from .maps import PiSpec
 
 
@@ -54,6 +59,7 @@ class TrainConfig:
     max_train: int | None = None
     augment: str = "none"
     eval_batch: int = 512
+    precision: str = "float32"
     progress: bool = True
     checkpoint: str | None = None     # fit's resume file (nado.network.train.fit); not a setting
 
@@ -75,6 +81,7 @@ class TrainConfig:
             raise ConfigError(f"train.tbptt must be >= 1 steps or absent, got {self.tbptt}")
         if self.burn_in < 0 or self.washout < 0:
             raise ConfigError("train.burn_in and train.washout must be >= 0 steps")
+        check_precision(self.precision)
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"train.val_fraction must be in [0, 1), got {self.val_fraction}")
 

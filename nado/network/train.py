@@ -37,6 +37,7 @@ from tqdm import tqdm
 from ..device import generator, module_device, resolve_device, to_device
 from ..errors import ConfigError
 from ..io import save_torch_atomic
+from ..twin.precision import matmul_precision
 from .config import TrainConfig
 from .data import TaskData, as_task_data, metrics
 from .model import Network
@@ -132,6 +133,21 @@ def evaluate(model, task: TaskData, config: TrainConfig, split: str = "test", *,
     out, _ = predict(model, x, noise=config.noise if noise is None else noise, seed=seed,
                      batch_size=config.eval_batch)
     return metrics(task, out, split, readout_steps(config, task, x.shape[1]))
+
+
+def _train_forward(model, xb: np.ndarray, xburn: np.ndarray | None, noise: bool, gen, device):
+    """Outputs ``(B, T, C)`` of one training batch ``xb``, after the burn-in ``xburn`` (truncated
+    BPTT) when there is one; differentiable w.r.t. the model's weights."""
+    if xburn is not None and isinstance(model, Network):
+        burn = xburn.shape[1]
+        xs = to_device(np.concatenate([xburn, xb], axis=1), device)
+        return model(xs, noise=noise, generator=gen, grad_from=burn).outputs[:, burn:]
+    x0 = None
+    if xburn is not None:                # software references: their state is all in last_obs
+        with torch.no_grad():
+            x0 = model(to_device(xburn, device), noise=noise, generator=gen).last_obs
+    kw = {} if x0 is None else {"x0": x0}
+    return model(to_device(xb, device), noise=noise, generator=gen, **kw).outputs
 
 
 def _score(task: TaskData, m: dict) -> float:
@@ -245,18 +261,8 @@ def fit(model, task_data: Any, config: TrainConfig | dict | None = None, *, seed
         model.train()
         losses = []
         for xb, yb, xburn, steps, wash in _batches(task, config, rng, kind):
-            if xburn is not None and isinstance(model, Network):
-                burn = xburn.shape[1]
-                xs = to_device(np.concatenate([xburn, xb], axis=1), device)
-                out = model(xs, noise=config.noise, generator=gen, grad_from=burn).outputs[:, burn:]
-            elif xburn is not None:          # software references: their state is all in last_obs
-                with torch.no_grad():
-                    x0 = model(to_device(xburn, device), noise=config.noise,
-                               generator=gen).last_obs
-                out = model(to_device(xb, device), noise=config.noise, generator=gen,
-                            x0=x0).outputs
-            else:
-                out = model(to_device(xb, device), noise=config.noise, generator=gen).outputs
+            with matmul_precision(config.precision):
+                out = _train_forward(model, xb, xburn, config.noise, gen, device)
             yt = to_device(yb, device, torch.float32 if kind == "mse" else torch.long)
             loss = task_loss(kind, out, yt, steps, wash)
             opt.zero_grad(set_to_none=True)

@@ -35,6 +35,11 @@ whose hand-written backward runs the steps in reverse: per step a few ``bmm`` an
 weight gradients; ``compile=True``) each step is :func:`_step` under ordinary autograd. The
 step frees and allocates ~10 MB blocks by the hundred; the ``nado`` command (not this library)
 keeps glibc from returning them to the kernel (:mod:`nado.cli._malloc`).
+
+Precision. Inside :func:`nado.twin.precision.matmul_precision` (``[train] precision``), the
+frozen-twin sequence runs its MLP matmuls and keeps its saved activations in that dtype
+(bfloat16: half the saved bytes), while ``y``, ``M``, the noise and the gradient w.r.t. ``y``
+stay in float32; see :mod:`nado.twin.precision`.
 """
 from __future__ import annotations
 
@@ -42,6 +47,7 @@ import torch
 from torch import Tensor
 
 from ._packed import Diffusion, Packed
+from .precision import current_matmul_dtype
 
 
 def _layout(p: Packed, n_in: int, n_aux: int):
@@ -137,7 +143,7 @@ def integrate_fast(p: Packed, u: Tensor, y0: Tensor, dw: Tensor | None, *, compi
     if (torch.is_grad_enabled() and not compile
             and not any(t.requires_grad for t in weights)):
         # frozen twin (networks, bench): the whole sequence with a hand-written backward
-        return _Sequence.apply(u, y, dw if with_g else None, w1, wo, bo, m, (k, nw, n_in, zc, n),
+        return _Sequence.apply(u, y, dw if with_g else None, w1, wo, bo, m, (k, nw, n_in, zc, n, current_matmul_dtype()),
                                *[t for pair in hidden for t in pair])
     step = _compiled() if compile else _step
     out = []
@@ -152,25 +158,30 @@ class _Sequence(torch.autograd.Function):
     """All steps of :func:`integrate_fast` for a frozen twin (no weight needs a gradient), with a
     hand-written backward: the forward keeps every step's hidden activations ``(G, B, H)`` and
     ``sigmoid(v) dW`` ``(B, N_w)`` (the only saved tensors); the backward runs the steps in reverse with a few large kernels per step and no
-    per-step autograd nodes. Gradients: ``u`` (steps >= 1) and the initial packed state ``y``."""
+    per-step autograd nodes. Gradients: ``u`` (steps >= 1) and the initial packed state ``y``.
+    ``meta`` ends with the matmul dtype (None: ``y``'s), see the module docstring."""
 
     @staticmethod
     def forward(ctx, u, y, dw, w1, wo, bo, m, meta, *hidden):
-        k, nw, n_in, zc, n = meta
+        k, nw, n_in, zc, n, mdt = meta
         bsz, steps = u.shape[:2]
         groups, c = w1.shape[0], y.shape[1]
+        mdt = mdt or y.dtype
+        w1, wo = w1.to(mdt), wo.to(mdt)
+        bo = None if bo is None else bo.to(mdt)
+        hidden = [h.to(mdt) for h in hidden]
         layers = [(hidden[i], hidden[i + 1]) for i in range(0, len(hidden), 2)]
         acts = []                 # per step: [(G, B, H)] * (depth); fresh tensors, not one
         d = []                    # huge buffer (first-touch page faults cost more than reuse)
         z = []
         for t in range(steps):
-            x = y[:, :k].unsqueeze(0).expand(groups, bsz, k)
+            x = y[:, :k].to(mdt).unsqueeze(0).expand(groups, bsz, k)
             hid = torch.bmm(x, w1).sigmoid_()
             acts.append(hid)
             for w, b in layers:
                 hid = torch.baddbmm(b, hid, w).sigmoid_()
                 acts.append(hid)
-            o = torch.bmm(hid, wo) if bo is None else torch.baddbmm(bo, hid, wo)
+            o = (torch.bmm(hid, wo) if bo is None else torch.baddbmm(bo, hid, wo)).to(y.dtype)
             y = torch.addmm(o[0], y, m)
             if dw is not None:
                 v = o[1, :, :nw].contiguous()     # contiguous: vectorised softplus
@@ -186,7 +197,7 @@ class _Sequence(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gz):
-        k, nw, n_in, zc, n = ctx.meta
+        k, nw, n_in, zc, n, _ = ctx.meta
         saved = ctx.saved_tensors
         w1, wo, m = saved[:3]
         nl = ctx.n_layers
@@ -196,6 +207,7 @@ class _Sequence(torch.autograd.Function):
         d = saved[3 + 2 * nl + depth * steps:] or None
         groups, bsz = acts[0].shape[:2]
         c = m.shape[0]
+        mdt = acts[0].dtype                      # the matmul dtype of the forward
         # contiguous transposes: bmm with a transposed view runs ~2x slower here
         w1t, wot, mt = (w1.transpose(1, 2).contiguous(), wo.transpose(1, 2).contiguous(),
                         m.t().contiguous())
@@ -212,11 +224,11 @@ class _Sequence(torch.autograd.Function):
             if d is not None:
                 torch.mul(g[:, c - nw:], d[t], out=go[1, :, :nw])
             g_new = torch.mm(g, mt)
-            gh = torch.bmm(go, wot)
+            gh = torch.bmm(go.to(mdt), wot)
             for i in range(nl - 1, -1, -1):
                 gh = torch.bmm(_sigmoid_backward_(gh, acts[t * depth + i + 1]), wts[i])
             gx = torch.bmm(_sigmoid_backward_(gh, acts[t * depth]), w1t)
-            g_new[:, :k] += gx.sum(0)
+            g_new[:, :k] += gx.sum(0, dtype=g_new.dtype)
             g = g_new
         return (gu, g, None, None, None, None, None, None) + (None,) * (2 * nl)
 
