@@ -204,6 +204,9 @@ def test_bench_section_quick_reports_targets(monkeypatch):
     assert result["ours_fwbw_steps_per_s"] > 0 and result["torchsde_fwbw_steps_per_s"] > 0
     # 4 bytes x (64 + 64 + 64 + 64 sigmoid outputs + 11 diffusion terms) ~ 1.07 KB per step
     assert 1000 < result["ours_backprop_bytes_per_step"] < 1150
+    # bfloat16 matmuls: 2 bytes x 256 activations + 4 bytes x 11 diffusion terms ~ 0.56 KB
+    assert 500 < result["bf16_backprop_bytes_per_step"] < 600
+    assert result["speedup_fwbw_bf16_vs_float32"] > 0
 
 
 def test_substeps_and_dtypes():
