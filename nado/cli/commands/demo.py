@@ -1,7 +1,7 @@
 """``nado demo``: the main job, ``scenarios/quickstart.toml``, on the built-in emulated rigs.
 
 It serves the emulated NRA in-process (through the bus, like any rig), finds its
-active range, collects data, fits an ODE twin and an SDE twin, trains 2 x 32-node
+active range, collects data, fits an ODE twin and an SDE twin, trains 2 x 48-node
 networks through each, transfers them to the emulated device, compares with a
 reservoir-computing baseline and a software leaky-integrator MLP, and writes
 ``runs/quickstart/`` (``results.json``, ``report.md``, figures). Stages are cached,
