@@ -142,3 +142,30 @@ def test_a_conditions_key_does_not_depend_on_the_other_conditions(tmp_path):
         keys[len(vis)] = {c.name: task_digest(c) for c in build_conditions(load_scenario(path))}
     assert keys[1]["vis20"] == keys[2]["vis20"]
     assert keys[2]["vis20"] != keys[2]["vis25"]
+
+
+def test_a_reused_stage_still_reports_what_it_cost(tmp_path):
+    """DONE records a stage's compute seconds (clock injected: lookup at 100 s, finish at 112.5 s);
+    a later run that reuses the folder reads them back, and the report lists them. Folders written
+    before this was recorded (DONE = {}) show as unknown, not as 0."""
+    import json
+
+    from nado.pipeline.report import _stage_seconds
+
+    clock = iter([100.0, 112.5, 200.0])
+    first = StageCache(tmp_path, clock=lambda: next(clock))
+    d, done = first.lookup("train-sde", {"seed": 0})
+    assert not done
+    first.finish(d)
+    assert json.loads((d / "DONE").read_text())["seconds"] == 12.5
+    old, _ = first.lookup("collect-nra", {"seed": 0})
+    (old / "DONE").write_text("{}")                      # as an older nado left it
+    first.release_all()
+
+    second = StageCache(tmp_path)
+    for stage in ("train-sde", "collect-nra"):
+        assert second.lookup(stage, {"seed": 0})[1]
+    assert second.seconds == {d.name: 12.5, old.name: None}
+    lines = _stage_seconds({"hits": second.hits, "misses": [], "seconds": second.seconds})
+    assert f"| {d.name} | 12.5 | reused |" in lines and f"| {old.name} | - | reused |" in lines
+    assert "1 of 2 recorded, 12 s in all" in lines[1]

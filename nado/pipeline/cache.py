@@ -17,6 +17,12 @@ the other is writing. The kernel drops the lock when a process dies, so a killed
 run never blocks the others; its half-written folder has no ``DONE`` and is redone.
 (POSIX only; the cache folder must be on a file system with working ``flock`` --
 local disks, not every NFS.)
+
+**Stage times.** ``DONE`` holds ``{"seconds": S}``, the wall time from the lookup that started the
+stage to :meth:`StageCache.finish` (for a training stage resumed across sittings: the last
+sitting's). :attr:`StageCache.seconds` gives it for every stage a run used, computed or reused, so
+a report assembled from a cache still says what each stage cost when it ran (``None`` for folders
+written before this was recorded).
 """
 from __future__ import annotations
 
@@ -24,8 +30,9 @@ import fcntl
 import hashlib
 import json
 import shutil
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..io import jsonable, write_json_atomic
 
@@ -63,14 +70,18 @@ class StageCache:
     """Folders of finished stages under ``root``; counts hits and misses for the report.
 
     Safe for concurrent runs (threads or processes) on one ``root``: see the module docstring.
+    ``clock``: seconds for the stage times (injectable for tests).
     """
 
-    def __init__(self, root: str | Path, *, fresh: bool = False) -> None:
-        self.root, self.fresh = Path(root), bool(fresh)
+    def __init__(self, root: str | Path, *, fresh: bool = False,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.root, self.fresh, self.clock = Path(root), bool(fresh), clock
         self.hits: list[str] = []
         self.misses: list[str] = []
         self._seen: set[Path] = set()
         self._held: dict[Path, Any] = {}
+        self._started: dict[Path, float] = {}
+        self.seconds: dict[str, float | None] = {}    # folder name -> its stage's compute time (s)
 
     def folder(self, stage: str, key: str) -> Path:
         return self.root / f"{stage}-{key}"
@@ -108,16 +119,23 @@ class StageCache:
         if done:
             fh.close()                                    # finished folders are never rewritten
             self.hits.append(d.name)
+            self.seconds[d.name] = _done_seconds(d)
         else:
             self._held[d] = fh
+            self._started[d] = self.clock()
             self.misses.append(d.name)
         self._seen.add(d)
         return d, done
 
     def finish(self, folder: Path, summary: dict | None = None) -> None:
-        """Mark ``folder`` done (with an optional summary) and release its lock."""
-        write_json_atomic(Path(folder) / "DONE", summary or {})
-        fh = self._held.pop(Path(folder), None)
+        """Mark ``folder`` done (with an optional summary and the stage's seconds) and release
+        its lock."""
+        folder = Path(folder)
+        started = self._started.pop(folder, None)
+        seconds = None if started is None else round(self.clock() - started, 3)
+        write_json_atomic(folder / "DONE", {**(summary or {}), "seconds": seconds})
+        self.seconds[folder.name] = seconds
+        fh = self._held.pop(folder, None)
         if fh is not None:
             fh.close()
 
@@ -126,3 +144,12 @@ class StageCache:
         for fh in self._held.values():
             fh.close()
         self._held.clear()
+
+
+def _done_seconds(folder: Path) -> float | None:
+    """The compute seconds a finished folder's ``DONE`` records (None: not recorded)."""
+    try:
+        value = json.loads((folder / "DONE").read_text()).get("seconds")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) else None

@@ -243,9 +243,28 @@ def markdown(results: dict, figures: dict[str, str]) -> str:
             f"{results['instrument_s'].get('total', 0):.1f} s. Cache: {len(results['cache'].get('hits', []))} "
             f"stages reused, {len(results['cache'].get('misses', []))} computed.", "",
             "| stage | seconds |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in t.items()]
+    out += _stage_seconds(results["cache"])
     v = results["versions"]
     out += ["", f"Versions: {', '.join(f'{k} {x}' for k, x in v.items())}.", ""]
     return "\n".join(out)
+
+
+def _stage_seconds(cache: dict) -> list[str]:
+    """The report's table of what each cached stage took when it was computed (reused stages
+    too: a report assembled from a cache still shows the run's cost)."""
+    seconds = cache.get("seconds") or {}
+    if not seconds:
+        return []
+    reused = set(cache.get("hits", []))
+    known = [v for v in seconds.values() if v is not None]
+    out = ["", f"Each stage's compute time when it ran (the stage cache's record; {len(known)} of "
+           f"{len(seconds)} recorded, {sum(known):.0f} s in all - more than the wall time when "
+           "stages ran side by side):", "", "| stage (cache folder) | computed in (s) | this run |",
+           "|---|---|---|"]
+    for name, v in seconds.items():
+        out.append(f"| {name} | {'-' if v is None else f'{v:.1f}'} | "
+                   f"{'reused' if name in reused else 'computed'} |")
+    return out
 
 
 def write_report(run_dir: str | Path, results: dict, twin_figures: dict[str, str]) -> dict[str, str]:

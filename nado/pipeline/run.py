@@ -121,7 +121,7 @@ class Runner:
             v for k, v in self.results["instrument_s"].items() if k != "total"))
         self.results["timing"]["total"] = round(time.perf_counter() - t0, 3)
         self.results["cache"] = {"dir": str(self.cache.root), "hits": self.cache.hits,
-                                 "misses": self.cache.misses}
+                                 "misses": self.cache.misses, "seconds": dict(self.cache.seconds)}
         from .report import write_report
         with self.timed("report"):
             self.results["files"] = write_report(self.run_dir, self.results, self.figures)
