@@ -88,6 +88,49 @@ def test_pat_on_an_exact_twin_reproduces_twin_only_training(serve):
     assert info["history"]["best_epoch"] == ref_hist["best_epoch"]
 
 
+def test_pat_through_a_rig_pool_equals_pat_through_one_rig(serve):
+    """Two copies of one noisy rig behind a RigPool: PAT (drives split over the members, fixed
+    seeded chunks) gives the weights and history of PAT on the reference drive of one member,
+    and books the instrument time both members spent."""
+    from bridge import RigClient, RigServer
+    from bridge.pool import RigPool, reference_drive
+    noisy = dict(noise=0.05, readout_noise=0.02, reset_noise=0.05)
+    servers = []
+    for i in range(2):
+        ep = f"inproc://pat-pool-{uuid.uuid4().hex[:8]}"
+        server = RigServer({"leaky": _rig(**noisy)}, ep)
+        server.start()
+        servers.append((server, ep))
+    pool = RigPool([(ep, "leaky") for _, ep in servers], timeout_s=20, chunk=16)
+    one = RigClient(servers[0][1], "leaky", timeout_s=20.0)
+
+    class Reference:
+        """One member driven chunk by chunk with the pool's seeds (the pooled contract)."""
+        def describe(self):
+            return one.describe()
+
+        def drive(self, inputs, *, reset=True, seed=None):
+            return reference_drive(one, inputs, seed=seed, chunk=16)
+
+    try:
+        twin = _exact_twin()
+        task = _blob_task(n_train=80, n_test=20)
+        opts = PatOptions(epochs=2)
+        pooled = Counting(pool)
+        net_p, info_p = pat_train(None, [twin, twin], [pooled, pooled], task, CFG, opts, seed=4)
+        net_r, info_r = pat_train(None, [twin, twin], [Reference()] * 2, task, CFG, opts, seed=4)
+        for a, b in zip(net_p.parameters(), net_r.parameters()):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(info_p["history"]["val"], info_r["history"]["val"], atol=1e-9)
+        assert info_p["instrument_s"]["total"] == pytest.approx(pooled.instrument_s)
+        assert info_p["instrument_s"]["total"] == pytest.approx(info_r["instrument_s"]["total"])
+    finally:
+        one.close()
+        pool.close()
+        for server, _ in servers:
+            server.close()
+
+
 def _grads(net, x, y, **kw):
     net.zero_grad(set_to_none=True)
     out = net(x, **kw).outputs
@@ -177,3 +220,18 @@ def test_pat_finetune_on_a_regression_task_with_truncated_bptt(serve):
                           seed=0)
     torch.testing.assert_close(out.biases[-1], net.biases[-1], atol=1e-6, rtol=0)
     assert info["drives"]["train"] == 2 and info["instrument_s"]["total"] == pytest.approx(client.instrument_s)
+
+
+def test_the_report_lists_each_pat_diagnosis_once():
+    """Regression runs keep every depth in ``by_depth`` and the deepest again in ``networks``:
+    the report's diagnostics table has one row per trained network, labelled by its depth."""
+    from nado.pipeline.report import _pat_diagnostics
+    dg = {"cos_pat_twin": 0.5, "cos_pat_pat": 0.25, "cos_twin_twin": 0.75, "forward_nrmse": [0.1, 0.2],
+          "rig_repeat_nrmse": [0.3, 0.4]}
+    deep = {"pat_finetune": {"diagnostics": dg}}
+    reg = {"conditions": {"mg": {"networks": deep, "by_depth": {"L2": {"pat_finetune": {"diagnostics": dg}},
+                                                                "L3": deep}}}}
+    rows = [r for r in _pat_diagnostics(reg) if r.startswith("| mg |")]
+    assert [r.split("|")[2].strip() for r in rows] == ["pat_finetune.L2", "pat_finetune.L3"]
+    cls = {"conditions": {"vis25": {"networks": deep}}}
+    assert [r.split("|")[2].strip() for r in _pat_diagnostics(cls) if r.startswith("| vis25 |")] == ["pat_finetune"]

@@ -325,8 +325,9 @@ def _pat_diagnostics(results: dict) -> list[str]:
     one, how noisy the measured forward pass makes it, and how far the twin is from the rig."""
     rows = []
     for cname, c in results["conditions"].items():
-        nets = {**c.get("networks", {}), **{f"{k}.{d}": n for d, ns in (c.get("by_depth") or {}).items()
-                                              for k, n in ns.items()}}
+        by_depth = c.get("by_depth") or {}     # regression: every depth (networks = the deepest)
+        nets = ({f"{k}.{d}": n for d, ns in by_depth.items() for k, n in ns.items()} if by_depth
+                else c.get("networks", {}))
         for v, n in nets.items():
             dg = (n or {}).get("diagnostics")
             if dg:
