@@ -18,6 +18,34 @@ classes by their junctions' depinning field, ``H0 ~ N(h0_oe = 55, h0_spread_oe
 = 3 Oe)`` (drawn once per sample from ``sample_seed``). State per experiment:
 onion counts ``(2, n_classes)`` (along / across); vortices are the rest.
 
+*Avalanche sizes* (option, off by default). Equal avalanches make the switching
+noise a sum of 78 small binomial events: the repeats of a sequence form one
+Gaussian cloud (0.2 % of (sequence, step) bimodal by Sarle's coefficient,
+:mod:`nado.data.snr`), while the paper's Fig. 2b/2d show repeats that split into
+branches (noise-induced bifurcations). Domain-wall depinning in a connected
+array propagates as avalanches whose sizes follow a power law near the depinning
+threshold (Barkhausen-type avalanches; mean-field depinning gives
+``P(s) ~ s^-3/2``: D. S. Fisher, Phys. Rep. 301, 113 (1998)), so a few large
+avalanches carry a large share of the signal, and whether such an avalanche
+switches in a given rotation is a two-valued outcome that persists. With
+``avalanche_exponent`` > 1 the array is cut (once per sample, from
+``sample_seed``) into units of quenched sizes ``s`` in 1..``avalanche_max_rings``
+rings with ``P(s) ~ s^-avalanche_exponent``; each unit gets a depinning class at
+random; a unit switches as one (its trigger junction's probability ``p``, as
+before) and counts in the onion fraction, the moved fraction and the AMR weight
+by its rings. Units of one depinning class are grouped into
+``avalanche_bins`` (4) log-spaced size bins that count with their members' mean
+size. **Assumed values** (``scripts/stations/nra_avalanches.toml``): exponent
+1.5 (mean field), cutoff 100 rings (16 % of the array), readout and drift noise
+halved (0.029 / 0.022 ohm) so that the per-step SNR stays in the calibration
+band: measured (``scripts/nra_snr.py``, M=64 x R=32 x T=20, 15..34 Oe) SNR 1.61 /
+1.97 / 1.63 and bimodal repeats 13.8 / 8.3 / 16.9 % for sample seeds 0 / 1 / 2
+(equal avalanches at the same noise: SNR 2.89, 0.2 %). At the default readout
+and drift noise the variant's SNR is 1.54 with 5.5 % bimodal; with a cutoff of
+156 rings it leaves the band (SNR 1.33-1.67, bimodal 7-23 %): large
+avalanches trade SNR for branches, so the cutoff is the largest that keeps all
+three sample seeds in the band.
+
 **Depinning (thermal activation, per input step = one rotation).** A DW pinned
 at a junction sees the field component ``H_eff = field_gain * H * |sin(theta)|``
 as the field of amplitude H (the input, Oe) rotates through the angle theta
@@ -113,7 +141,8 @@ no DW position, 5 classes, readout 0.08, drift 0.06): SNR 2.25, lag-1 0.54.
 **Parameters** (keyword, all from the station table): ``seed``, ``sample_seed``,
 ``clock`` ("virtual"|"realtime"), ``speed``, ``timing`` (table of
 :class:`emulator.timing.NRATiming` fields), ``faults``, ``rows``, ``cols``,
-``avalanche_rings`` (8), ``n_classes`` (16), ``tau0_s``, ``e0_j``,
+``avalanche_rings`` (8), ``avalanche_exponent`` (0 = equal avalanches),
+``avalanche_max_rings`` (100), ``avalanche_bins`` (4), ``n_classes`` (16), ``tau0_s``, ``e0_j``,
 ``temperature_k``, ``h0_oe`` (55), ``h0_spread_oe`` (3), ``depin_spread_oe`` (3;
 0 = no annealed disorder), ``depin_cutoff`` (3), ``depin_quadrature`` (25),
 ``turn_junctions`` (3; 0 = a rotating onion always completes the turn, as
@@ -156,6 +185,8 @@ class NRARig(EmulatedRig):
                  clock: str = "virtual", speed: float = 1.0, timing: dict | None = None,
                  faults: dict | None = None,
                  rows: int = 25, cols: int = 25, avalanche_rings: int = 8, n_classes: int = 16,
+                 avalanche_exponent: float = 0.0, avalanche_max_rings: int = 100,
+                 avalanche_bins: int = 4,
                  tau0_s: float = 1e-10, e0_j: float = 2.6e-19, temperature_k: float = 293.0,
                  h0_oe: float = 55.0, h0_spread_oe: float = 3.0, depin_spread_oe: float = 3.0,
                  depin_quadrature: int = 25, depin_cutoff: float = 3.0,
@@ -174,7 +205,13 @@ class NRARig(EmulatedRig):
         self.rows, self.cols = as_int("rows", rows, lo=2, hi=1000), as_int("cols", cols, lo=2, hi=1000)
         n_rings = self.rows * self.cols
         self.avalanche_rings = as_int("avalanche_rings", avalanche_rings, lo=1, hi=n_rings)
-        self.n_units = n_rings // self.avalanche_rings
+        self.avalanche_exponent = as_float("avalanche_exponent", avalanche_exponent, lo=0)
+        if 0 < self.avalanche_exponent <= 1:
+            raise ConfigError(f"avalanche_exponent must be 0 (equal avalanches of avalanche_rings) or > 1 "
+                              f"(a normalisable power law; mean-field depinning: 1.5), got {avalanche_exponent}")
+        self.avalanche_max_rings = as_int("avalanche_max_rings", avalanche_max_rings, lo=1, hi=n_rings)
+        self.avalanche_bins = as_int("avalanche_bins", avalanche_bins, lo=1, hi=16)
+        self.n_units = n_rings // self.avalanche_rings      # power-law sizes: set by _build_sample
         self.n_classes = as_int("n_classes", n_classes, lo=1, hi=max(1, self.n_units))
         self.tau0_s = as_float("tau0_s", tau0_s, lo=0, lo_open=True)
         self.e0_j = as_float("e0_j", e0_j, lo=0, lo_open=True)
@@ -223,6 +260,10 @@ class NRARig(EmulatedRig):
         self.class_h0_oe = np.array([g.mean() for g in np.array_split(h0, self.n_classes)])
         self.class_units = np.array([len(g) for g in np.array_split(np.arange(self.n_units),
                                                                     self.n_classes)], dtype=np.int64)
+        self.class_rings = np.full(self.n_classes, float(self.avalanche_rings))
+        if self.avalanche_exponent > 0:
+            self._power_law_units(rng)
+        self.total_rings = float((self.class_units * self.class_rings).sum())
         self.grid_step_oe = 0.02
         h_top = max(self.input_max_oe, self.reset_field_oe, self.reset_settle_oe)
         self.grid_oe = np.arange(0.0, h_top + 2 * self.grid_step_oe, self.grid_step_oe)
@@ -253,6 +294,45 @@ class NRARig(EmulatedRig):
         self._p_vortex_onion = ndtr((self.grid_oe - self.vortex_onion_oe) / self.vortex_onion_spread_oe)
         self.pin_weight = math.cos(math.radians(self.junction_angle_deg)) ** 2
 
+    def _power_law_units(self, rng: np.random.Generator) -> None:
+        """Quenched avalanche units of power-law sizes (see the module docstring).
+
+        Sizes s in 1..avalanche_max_rings rings with P(s) ~ s^-avalanche_exponent are drawn until
+        they cover the array (the last one trimmed to fit); each unit gets a depinning class at
+        random; units are grouped by (depinning class, size bin), ``avalanche_bins`` log-spaced
+        bins, and a group's units count with the mean size of its members."""
+        n_rings = self.rows * self.cols
+        s = np.arange(1, self.avalanche_max_rings + 1, dtype=np.float64)
+        prob = s ** -self.avalanche_exponent
+        sizes, total = [], 0
+        while total < n_rings:
+            k = int(rng.choice(s, p=prob / prob.sum()))
+            k = min(k, n_rings - total)
+            sizes.append(k)
+            total += k
+        sizes = np.array(sizes, dtype=np.float64)
+        h0_class = rng.integers(0, self.n_classes, size=sizes.size)
+        edges = np.geomspace(1.0, self.avalanche_max_rings + 1.0, self.avalanche_bins + 1)
+        size_bin = np.clip(np.searchsorted(edges, sizes, side="right") - 1, 0, self.avalanche_bins - 1)
+        h0s, units, rings = [], [], []
+        for c in range(self.n_classes):
+            for b in range(self.avalanche_bins):
+                members = sizes[(h0_class == c) & (size_bin == b)]
+                if members.size:
+                    h0s.append(self.class_h0_oe[c])
+                    units.append(members.size)
+                    rings.append(members.mean())
+        self.class_h0_oe = np.array(h0s)
+        self.class_units = np.array(units, dtype=np.int64)
+        self.class_rings = np.array(rings)
+        self.n_units = int(sizes.size)
+        self.n_classes = len(units)
+
+    def _rings(self, counts: np.ndarray) -> np.ndarray:
+        """Rings in the units ``counts`` (..., C) per class -> (...); over ``total_rings``: a share
+        (with equal units, exactly the unit count over ``n_units``, bit for bit)."""
+        return (counts * self.class_rings).sum(axis=-1)
+
     def _lookup(self, table: np.ndarray, h: np.ndarray) -> np.ndarray:
         x = np.clip(h / self.grid_step_oe, 0, len(self.grid_oe) - 1.000001)
         i = x.astype(np.int64)
@@ -270,8 +350,7 @@ class NRARig(EmulatedRig):
         pinned across, rotating, annihilated from along, from across, nucleated, and
         rotating units that re-pinned across at the end of the rotation).
         """
-        U = self.n_units
-        f = onion.sum(axis=(1, 2))[:, None] / U
+        f = self._rings(onion.sum(axis=1))[:, None] / self.total_rings
         p = f * self._lookup(self._p_double, h) + (1 - f) * self._lookup(self._p_single, h)
         p = np.clip(p, 0.0, 1.0)[:, None, :]                                   # (B, 1, C)
         n_ann = rng.binomial(onion, np.clip(2 * p * (1 - p), 0.0, 1.0))
@@ -285,7 +364,7 @@ class NRARig(EmulatedRig):
         # random junction: along or across with equal odds
         complete = p[:, 0, :] ** self.turn_junctions
         n_across = rng.binomial(rot, np.clip(0.5 * (1 - complete), 0.0, 1.0))
-        moved = (rot.sum(axis=1) + 0.5 * n_ann.sum(axis=(1, 2))) / U
+        moved = (self._rings(rot) + 0.5 * self._rings(n_ann.sum(axis=1))) / self.total_rings
         p_nuc = -np.expm1(-2 * self.coordination * self._lookup(self._k_nuc, h) * moved)
         p_vo = self._lookup(self._p_vortex_onion, h)
         p_tot = 1 - (1 - p_nuc) * (1 - p_vo)
@@ -294,8 +373,8 @@ class NRARig(EmulatedRig):
         new = np.empty_like(onion)
         new[:, 0] = n_pin[:, 0] + rot - n_across + n_nuc - nuc_across
         new[:, 1] = n_pin[:, 1] + n_across + nuc_across
-        counts = np.stack([n_pin[:, 0].sum(1), n_pin[:, 1].sum(1), rot.sum(1), n_ann[:, 0].sum(1),
-                           n_ann[:, 1].sum(1), n_nuc.sum(1), n_across.sum(1)], axis=1) / U
+        counts = np.stack([self._rings(n) for n in (n_pin[:, 0], n_pin[:, 1], rot, n_ann[:, 0], n_ann[:, 1],
+                                                    n_nuc, n_across)], axis=1) / self.total_rings
         return new, counts
 
     def _weights(self, counts: np.ndarray) -> np.ndarray:
@@ -342,8 +421,8 @@ class NRARig(EmulatedRig):
         onion = onion - rng.binomial(onion, self.reset_vortex_p)
         bank = self._drift_bank(B, rng)
         drift0 = bank.sample(1)[:, 0]
-        w = (onion[:, 0].sum(axis=1, keepdims=True) * self.pin_weight
-             + onion[:, 1].sum(axis=1, keepdims=True) * (1 - self.pin_weight)) / self.n_units
+        w = ((self._rings(onion[:, 0]) * self.pin_weight + self._rings(onion[:, 1]) * (1 - self.pin_weight))
+             / self.total_rings)[:, None]
         if self.n_out > 1:
             w = np.repeat(w, self.n_out, axis=1)
         initial = self._resistance(w) + drift0[:, None] + self._readout(rng, (B, 1, self.n_out))[:, 0]

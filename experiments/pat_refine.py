@@ -94,7 +94,7 @@ def main(argv=None) -> None:
             if wpath.is_file():
                 from nado.network import Network
                 net = Network(sde, cfg.nodes, task.n_inputs, task.n_outputs, pi=cfg.pi_specs(), bias=cfg.bias,
-                              init_gain=cfg.init_gain, seed=seed)
+                              init_gain=cfg.init_gain, readout_from=cfg.readout_from, seed=seed)
                 net.load_state_dict(torch.load(wpath, weights_only=True))
             else:
                 net, _ = train_network(sde, task, cfg, seed=seed)
@@ -157,7 +157,7 @@ def main(argv=None) -> None:
                     if not p.is_file():
                         continue
                     en = Network(sde, cfg.nodes, task.n_inputs, task.n_outputs, pi=cfg.pi_specs(), bias=cfg.bias,
-                                 init_gain=cfg.init_gain, seed=seed)
+                                 init_gain=cfg.init_gain, readout_from=cfg.readout_from, seed=seed)
                     en.load_state_dict(torch.load(p, weights_only=True))
                     accs = [transfer_metrics(en, cl, task, cfg, seed=seed + 1000 + k)[0]["transfer"]["accuracy"]
                             for k in range(a.eval_seeds)]
