@@ -153,6 +153,23 @@ def test_pat_gradient_equals_the_twins_when_rig_and_twin_agree(serve):
     assert d["cos_pat_twin"] == pytest.approx(1.0, abs=1e-5)
     assert d["cos_pat_pat"] == pytest.approx(1.0, abs=1e-6)
     assert max(d["forward_nrmse"]) < 1e-5 and max(d["rig_repeat_nrmse"]) < 1e-9
+    assert d["rig_slope"]["pat"] == pytest.approx(1.0, rel=0.05)     # the rig's slope is the gradient's
+
+
+def test_rig_slope_tells_a_right_gradient_from_a_wrong_one(serve):
+    """On a noisy rig, the measured loss falls along the gradient of the exact twin and not along
+    a random direction; a twin with the wrong sign of gain gives a gradient that climbs."""
+    client = serve(_rig(noise=0.05, readout_noise=0.02, reset_noise=0.05))
+    task = _blob_task()
+    exact = _exact_twin()
+    net, _ = train_network([exact, exact], task, TrainConfig(nodes=(4, 3), epochs=1, batch_size=32, lr=0.02,
+                                                             progress=False), seed=2)
+    good = pat_diagnostics(net, [exact, exact], [client, client], task, CFG, batch=64, seed=0)["rig_slope"]
+    flipped = _exact_twin(gain=-exact.config.gain)
+    bad = pat_diagnostics(net, [flipped, flipped], [client, client], task, CFG, batch=64, seed=0)["rig_slope"]
+    assert good["pat"] > 0.5 and good["twin"] > 0.5
+    assert abs(good["random"]) < 0.5 * good["pat"]
+    assert bad["pat"] < good["pat"] - 0.3
 
 
 def test_pat_forward_value_is_the_measurement_whatever_the_twin(serve):
@@ -227,11 +244,13 @@ def test_the_report_lists_each_pat_diagnosis_once():
     the report's diagnostics table has one row per trained network, labelled by its depth."""
     from nado.pipeline.report import _pat_diagnostics
     dg = {"cos_pat_twin": 0.5, "cos_pat_pat": 0.25, "cos_twin_twin": 0.75, "forward_nrmse": [0.1, 0.2],
+          "rig_slope": {"pat": 0.9, "twin": 0.4, "random": 0.01},
           "rig_repeat_nrmse": [0.3, 0.4]}
     deep = {"pat_finetune": {"diagnostics": dg}}
     reg = {"conditions": {"mg": {"networks": deep, "by_depth": {"L2": {"pat_finetune": {"diagnostics": dg}},
                                                                 "L3": deep}}}}
     rows = [r for r in _pat_diagnostics(reg) if r.startswith("| mg |")]
     assert [r.split("|")[2].strip() for r in rows] == ["pat_finetune.L2", "pat_finetune.L3"]
+    assert rows[0].rstrip(" |").endswith("0.9 / 0.4 / 0.01")
     cls = {"conditions": {"vis25": {"networks": deep}}}
     assert [r.split("|")[2].strip() for r in _pat_diagnostics(cls) if r.startswith("| vis25 |")] == ["pat_finetune"]

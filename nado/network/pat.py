@@ -255,7 +255,8 @@ def _grad(net: Network, x: torch.Tensor, y: torch.Tensor, kind: str, steps, wash
     net.zero_grad(set_to_none=True)
     out = net(x, noise=noise, generator=gen).outputs
     task_loss(kind, out, y, steps, washout).backward()
-    return torch.cat([p.grad.reshape(-1) for p in net.parameters() if p.grad is not None])
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                      for p in net.parameters() if p.requires_grad])
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -268,12 +269,20 @@ def pat_diagnostics(network: Network, twins: Sequence, clients_by_layer: Sequenc
     """Why PAT helps or not, measured on one training batch of ``batch`` sequences.
 
     Returns ``{cos_pat_twin, cos_pat_pat, cos_twin_twin, forward_nrmse, rig_repeat_nrmse,
-    instrument_s}``: cosine between the PAT gradient and the twin-only gradient (twins with their
-    noise, as NADO trains); between two PAT gradients that differ only in the drives' noise seeds
-    (1 = a noise-free measured forward pass); between two twin-only gradients with different noise
-    draws (the twin's own gradient noise, for scale); per layer, the RMS of (twin - rig) activities
-    along the same measured inputs divided by the rig activities' std; per layer, the same for two
-    measurements of identical inputs (the rig's own repeatability).
+    rig_slope, instrument_s}``: cosine between the PAT gradient and the twin-only gradient (twins
+    with their noise, as NADO trains); between two PAT gradients that differ only in the drives'
+    noise seeds (1 = a noise-free measured forward pass); between two twin-only gradients with
+    different noise draws (the twin's own gradient noise, for scale); per layer, the RMS of
+    (twin - rig) activities along the same measured inputs divided by the rig activities' std; per
+    layer, the same for two measurements of identical inputs (the rig's own repeatability).
+
+    ``rig_slope``: does a step along each gradient lower the loss *measured on the rigs*? For
+    ``d`` in the PAT gradient, the twin-only gradient and a random direction (a control, seeded),
+    the central difference ``(L(w + e u) - L(w - e u)) / (2 e)`` along ``u = d / |d|`` of the
+    measured batch loss, both sides driven with the same drive seeds (common random numbers: on an
+    emulated rig the same noise draws), over ``|d|``: 1 = the gradient's own slope is the rig's,
+    0 = orthogonal to the rig's gradient, < 0 = uphill on the rig. ``e = 1e-3 sqrt(P)`` for the
+    network's P weights: one Adam step at lr 1e-3, the size of a fine-tune step.
     """
     config = _config(config)
     task = as_task_data(task_data)
@@ -309,7 +318,35 @@ def pat_diagnostics(network: Network, twins: Sequence, clients_by_layer: Sequenc
             fwd.append(float(((zt - za) ** 2).mean().sqrt()) / sd)
             rep.append(float(((zb - za) ** 2).mean().sqrt()) / sd)
             z = za
+    gen = torch.Generator().manual_seed(seed + 99)
+    dirs = {"pat": g_pat[0], "twin": g_twin[0], "random": torch.randn(g_pat[0].shape, generator=gen)}
+    slope = {k: _rig_slope(loops[0], x, y, kind, steps, wash, d) for k, d in dirs.items()}
     inst = sum(n.instrument_s["train"] + n.instrument_s["validate"] for n in loops)
     return {"cos_pat_twin": _cos(g_pat[0], g_twin[0]), "cos_pat_pat": _cos(g_pat[0], g_pat[1]),
             "cos_twin_twin": _cos(g_twin[0], g_twin[1]), "forward_nrmse": fwd, "rig_repeat_nrmse": rep,
-            "batch": int(len(idx)), "instrument_s": float(inst)}
+            "rig_slope": slope, "batch": int(len(idx)), "instrument_s": float(inst)}
+
+
+def _rig_slope(loop: RigLoopNetwork, x: torch.Tensor, y: torch.Tensor, kind: str, steps, washout: int,
+               d: torch.Tensor) -> float:
+    """Measured central-difference slope of the batch loss along ``d``, over ``|d|`` (see
+    :func:`pat_diagnostics`); both sides reuse the same drive seeds."""
+    params = [p for p in loop.parameters() if p.requires_grad]
+    w0 = [p.detach().clone() for p in params]
+    n_w = sum(p.numel() for p in params)
+    eps = 1e-3 * float(np.sqrt(n_w))
+    norm = float(d.norm()) or 1.0
+    u = d / norm
+    count = loop._count
+    losses = []
+    with torch.no_grad():
+        for sign in (1.0, -1.0):
+            i = 0
+            for p, w in zip(params, w0):
+                p.copy_(w + sign * eps * u[i:i + p.numel()].view_as(p))
+                i += p.numel()
+            loop._count = count                     # the same drive seeds on both sides
+            losses.append(float(task_loss(kind, loop(x).outputs, y, steps, washout)))
+        for p, w in zip(params, w0):
+            p.copy_(w)
+    return (losses[0] - losses[1]) / (2 * eps) / norm

@@ -333,7 +333,7 @@ def _pat_diagnostics(results: dict) -> list[str]:
             if dg:
                 rows.append(f"| {cname} | {v} | {_fmt(dg['cos_pat_twin'])} | {_fmt(dg['cos_pat_pat'])} | "
                             f"{_fmt(dg['cos_twin_twin'])} | {', '.join(_fmt(x) for x in dg['forward_nrmse'])} | "
-                            f"{', '.join(_fmt(x) for x in dg['rig_repeat_nrmse'])} |")
+                            f"{', '.join(_fmt(x) for x in dg['rig_repeat_nrmse'])} | {_slopes(dg)} |")
     if not rows:
         return []
     return ["", "### Physics-aware training: what its gradient sees (measured at its start)", "",
@@ -342,9 +342,18 @@ def _pat_diagnostics(results: dict) -> list[str]:
             "noise draws (the twin's own gradient noise, for scale). NRMSE per layer, over the rig "
             "activities' std: twin vs rig along the same measured inputs, and the rig against itself "
             "(two measurements of the same inputs). PAT can only help where the twin is further from "
-            "the rig than the rig is from itself.", "",
+            "the rig than the rig is from itself. Rig slope: the loss measured on the rigs a small step "
+            "either side along each direction (same drive seeds both sides), over the direction's own "
+            "gradient norm, for the PAT gradient / the twin-only gradient / a random direction: 1 = "
+            "that gradient is the rig's, 0 = orthogonal to it, < 0 = uphill on the rig.", "",
             "| condition | variant | cos(PAT, twin) | cos(PAT, PAT') | cos(twin, twin') | twin vs rig NRMSE "
-            "per layer | rig vs rig NRMSE per layer |", "|---|---|---|---|---|---|---|", *rows]
+            "per layer | rig vs rig NRMSE per layer | rig slope: PAT / twin / random |",
+            "|---|---|---|---|---|---|---|---|", *rows]
+
+
+def _slopes(dg: dict) -> str:
+    s = dg.get("rig_slope")            # absent in diagnostics made before it was measured
+    return " / ".join(_fmt(s[k]) for k in ("pat", "twin", "random")) if s else "-"
 
 
 def instrument_figure(results: dict, path) -> str | None:
