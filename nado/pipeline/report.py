@@ -379,5 +379,6 @@ def instrument_figure(results: dict, path) -> str | None:
         ax.set_yscale("log")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
+    fig.tight_layout()
     savefig_atomic(fig, path)
     return str(path)
