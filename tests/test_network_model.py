@@ -245,3 +245,31 @@ def test_bfloat16_training_reaches_the_float32_accuracy():
     assert abs(acc["bfloat16"] - acc["float32"]) <= 0.05, acc
     with pytest.raises(ConfigError, match="train.precision.*'half'"):
         TrainConfig(precision="half")
+
+
+def test_auto_precision_takes_bfloat16_only_where_the_cpu_has_it(monkeypatch):
+    """train.precision = "auto" resolves from the CPU's flags: bfloat16 where they name native
+    bf16 instructions (avx512_bf16, amx_bf16; aarch64 bf16), float32 elsewhere, where emulated
+    bf16 is slower. Without them, "auto" training is float32 training exactly (same weights); the
+    history records the precision used."""
+    from nado.twin import Twin, TwinConfig
+    from nado.twin import precision as prec
+
+    assert prec.resolve_precision("bfloat16") == "bfloat16"       # explicit names are kept
+    torch.manual_seed(0)
+    twin = Twin(TwinConfig(kind="sde", n_in=1, n_obs=1, n_delay=2, n_aux=2, input_lo=(0.0,),
+                           input_hi=(80.0,)))
+    task = _digits_task()
+    runs = {}
+    for flags, precision in [(set(), "float32"), ({"fpu", "avx512f"}, "auto"),
+                             ({"avx512f", "avx512_bf16"}, "auto")]:
+        monkeypatch.setattr(prec, "_cpu_flags", lambda flags=flags: flags)
+        cfg = TrainConfig(nodes=(8,), epochs=1, batch_size=64, lr=2e-2, progress=False,
+                          precision=precision)
+        net, hist = train_network([twin], task, cfg, seed=0)
+        runs[(precision, frozenset(flags))] = (hist["precision"], torch.cat(
+            [p.detach().flatten() for p in net.parameters() if p.requires_grad]))
+    (p32, w32), (pno, wno), (pbf, wbf) = runs.values()
+    assert (p32, pno, pbf) == ("float32", "float32", "bfloat16")
+    assert torch.equal(w32, wno)
+    assert not torch.equal(w32, wbf)          # bf16 rounding moved the path of training

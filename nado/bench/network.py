@@ -10,7 +10,8 @@ spread over the timed steps, the peak resident memory of the process from this s
 extrapolates the time of an epoch of 60,000 samples. Both precisions of ``[train] precision``
 (:mod:`nado.twin.precision`: the frozen twins' matmuls in float32 or bfloat16) are timed in
 interleaved steps; the top-level figures are float32's, ``by_precision`` has both, and the epoch
-target is checked on the faster (``best_precision``). Targets (issue 14): epoch <= 40 s on 2
+target is checked on the faster (``best_precision``); ``auto_precision`` is what ``precision =
+"auto"`` picks on this device (``native_bfloat16``), which should be the faster. Targets (issue 14): epoch <= 40 s on 2
 cores, peak memory < 2 GiB at batch 128 (the peak of the section, both precisions). ``quick``
 runs fewer steps, same size. ``device``: see :mod:`nado.device` (``nado bench --device cuda``).
 
@@ -38,6 +39,18 @@ AVX512-BF16, where a 64 x 64 bf16 ``bmm`` over 25,600 rows runs ~7x faster than 
 matmuls then no longer dominate: in the bf16 step (profile, 2 threads) the bf16 ``sigmoid`` is 15 %
 (it converts to float32 inside), the hidden ``bmm``/``baddbmm`` 40 %, broadcasting the bias of
 ``baddbmm`` into its output 7 %, drawing the Brownian increments 6.5 %.
+
+Another CPU (2026-12-07, session 6: an Intel Xeon at 2.8 GHz with AVX512 but no bf16
+instructions, two other jobs on its 2 cores): float32 0.32 s per step (epoch 151 s, 137-221 s over
+the steps, 2 threads), bfloat16 0.50 s - torch emulates bf16 there and it is 0.66x float32's
+speed, which is why ``precision = "auto"`` takes bf16 only where the CPU's flags name it
+(``auto_precision`` here: float32). Profile of the float32 step (one thread): ``bmm`` 51 %,
+``baddbmm`` 12 %, ``sigmoid_`` 7 %, ``sigmoid_backward`` 7 %, copies 7 %, Brownian increments 2 %.
+In isolation MKL ran the skinny first layer (25,600 x 13 @ 13 x 64, two groups) 2.4x faster as one
+``mm`` per group than as one ``bmm``, and the 64 x 64 hidden layer 1.4x faster without the bias
+broadcast of ``baddbmm``; but the training step with per-group ``mm``/``addmm`` throughout was
+0.96x (float32) and 0.98x (bfloat16) of the ``bmm`` version (median of 6 interleaved per-round
+ratios, same gradients to 4e-7), so it was not adopted.
 """
 from __future__ import annotations
 
@@ -86,7 +99,7 @@ def run(quick: bool, device="cpu") -> dict:
     from nado.bench import target
     from nado.device import generator, synchronize
     from nado.network import Network
-    from nado.twin.precision import PRECISIONS, matmul_precision
+    from nado.twin.precision import PRECISIONS, matmul_precision, native_bfloat16, resolve_precision
 
     device = torch.device(device)
     threads = torch.get_num_threads()
@@ -150,7 +163,8 @@ def run(quick: bool, device="cpu") -> dict:
     return {
         "batch": batch, "frames": T, "nodes": list(nodes), "inputs": n_in, "outputs": n_out,
         "device": str(device), **by_precision["float32"], "by_precision": by_precision,
-        "best_precision": best,
+        "best_precision": best, "native_bfloat16": native_bfloat16(device),
+        "auto_precision": resolve_precision("auto", device),
         "speedup_bfloat16_vs_float32": statistics.median(
             [a / b for a, b in zip(times["float32"], times["bfloat16"])]),
         "peak_memory_gib": peak_gib, "peak_memory_kind": "cuda_allocated" if device.type == "cuda"

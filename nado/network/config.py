@@ -18,7 +18,8 @@ the training set is held out when the task has no validation split);
 training image under a fresh random partition into frames,
 :func:`nado.tasks.digits.remask_frames`).
 
-Speed: ``precision`` = ``float32`` | ``bfloat16``, the dtype of the frozen twins' MLP matmuls
+Speed: ``precision`` = ``float32`` | ``bfloat16`` | ``auto`` (bfloat16 where the device has it
+natively, :func:`nado.twin.precision.resolve_precision`), the dtype of the frozen twins' MLP matmuls
 in the training forward and backward (state, noise, weights and gradients stay float32; see
 :mod:`nado.twin.precision`); evaluation in simulation always runs in float32.
 """

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from ..device import generator, module_device, resolve_device, to_device
 from ..errors import ConfigError
 from ..io import save_torch_atomic
-from ..twin.precision import matmul_precision
+from ..twin.precision import matmul_precision, resolve_precision
 from .config import TrainConfig
 from .data import TaskData, as_task_data, metrics
 from .model import Network
@@ -237,7 +237,8 @@ def fit(model, task_data: Any, config: TrainConfig | dict | None = None, *, seed
              if config.schedule == "step" else None)
     hist: dict[str, Any] = {"epoch": [], "loss": [], "val": [], "lr": [],
                             "val_metric": "accuracy" if task.kind == "classification" else "nmse",
-                            "best_epoch": None, "loss_kind": kind}
+                            "best_epoch": None, "loss_kind": kind,
+                            "precision": resolve_precision(config.precision, device)}
     best, best_state, since, start, spent = -np.inf, None, 0, 0, 0.0
     resume = Path(config.checkpoint) if config.checkpoint else None
     if resume is not None and resume.is_file():
@@ -254,6 +255,7 @@ def fit(model, task_data: Any, config: TrainConfig | dict | None = None, *, seed
         if config.patience is not None and since >= config.patience:
             start = config.epochs                        # it had stopped early: nothing left to run
         hist.setdefault("resumed_at", []).append(start)
+        hist.setdefault("precision", resolve_precision(config.precision, device))  # older checkpoints
     t0 = time.perf_counter() - spent
     bar = tqdm(range(start, config.epochs), desc="train", disable=not config.progress, leave=False,
                initial=start, total=config.epochs)
@@ -261,7 +263,7 @@ def fit(model, task_data: Any, config: TrainConfig | dict | None = None, *, seed
         model.train()
         losses = []
         for xb, yb, xburn, steps, wash in _batches(task, config, rng, kind):
-            with matmul_precision(config.precision):
+            with matmul_precision(hist["precision"]):
                 out = _train_forward(model, xb, xburn, config.noise, gen, device)
             yt = to_device(yb, device, torch.float32 if kind == "mse" else torch.long)
             loss = task_loss(kind, out, yt, steps, wash)
