@@ -40,9 +40,11 @@ def test_integrator_matches_torchsde_with_same_increments(method, n_delay, delay
     # dt = 1 is dyadic: bit-level without delays on the general path; with delays torchsde
     # computes the shift as y + (y_prev - y), one rounding per step, which 20 nonlinear steps
     # grow to ~1e-6 relative. The packed Euler step (nado.twin._fast) sums in another order
-    # (biases through a constant column, shift and A a in one matmul): float32 rounding only.
+    # (biases through a constant column, shift and A a in one matmul): float32 rounding only,
+    # which depends on the CPU's matmul kernels: under 1e-5 relative on an AMD EPYC, 1.35e-5 on
+    # an Intel Xeon (AVX512); a wrong step would differ by O(1).
     if fast and method == "euler":
-        tol = max(tol, 1e-5)
+        tol = max(tol, 5e-5)
     assert (ours - ref).abs().max().item() <= tol * ref.abs().max().item()
 
 
