@@ -11,8 +11,8 @@ extrapolates the time of an epoch of 60,000 samples. Both precisions of ``[train
 (:mod:`nado.twin.precision`: the frozen twins' matmuls in float32 or bfloat16) are timed in
 interleaved steps; the top-level figures are float32's, ``by_precision`` has both, and the epoch
 target is checked on the faster (``best_precision``); ``auto_precision`` is what ``precision =
-"auto"`` picks on this device (``native_bfloat16``), which should be the faster. Targets (issue 14): epoch <= 40 s on 2
-cores, peak memory < 2 GiB at batch 128 (the peak of the section, both precisions). ``quick``
+"auto"`` picks on this device (``native_bfloat16``), which should be the faster. Targets (issue
+14): epoch <= 40 s on 2 cores, peak memory < 2 GiB at batch 128 (the peak of the section, both precisions). ``quick``
 runs fewer steps, same size. ``device``: see :mod:`nado.device` (``nado bench --device cuda``).
 
 Where the time goes (``torch.profiler``, one thread, two training steps, 2026-12-03 on the shared

@@ -50,7 +50,7 @@ from nado.errors import ConfigError
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 AUTO = "auto"
 _STATE = threading.local()
-_CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")      # x86 /proc/cpuinfo "flags"; aarch64: "bf16"
+_CPU_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 "flags"; aarch64 "Features"
 
 
 def check_precision(name: object, key: str = "train.precision") -> str:
@@ -71,7 +71,7 @@ def native_bfloat16(device: torch.device | str = "cpu") -> bool:
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device.type != "cpu":
         return False
-    return bool(_cpu_flags() & (set(_CPU_BF16_FLAGS) | {"bf16"}))
+    return bool(_cpu_flags() & _CPU_BF16_FLAGS)
 
 
 def _cpu_flags() -> set[str]:
