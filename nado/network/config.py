@@ -10,7 +10,10 @@ mse for regression) | ``ce_last`` | ``ce_window`` | ``mse``; ``window``
 out); ``washout`` steps the mse loss skips; ``tbptt`` = window K for truncated
 BPTT (None = full BPTT) with ``burn_in`` steps evolved without gradients and
 ``segments_per_epoch`` random segments; ``clip_norm``; ``schedule`` = none |
-cosine | step (``step_size`` epochs, ``gamma``); early stopping after
+cosine | step (``step_size`` epochs, ``gamma``); ``plateau_factor`` (None = off): an epoch whose
+mean training loss is not below the lowest epoch loss so far multiplies the learning rate by it
+for the rest of the fit, on top of the schedule (a learning rate too high for the network's depth
+stalls the loss: 3 x 200 MNIST at lr 0.005, docs/classification.md section 8); early stopping after
 ``patience`` epochs without a better validation metric (a ``val_fraction`` of
 the training set is held out when the task has no validation split);
 ``noise`` trains through the twins' noise; ``max_train`` caps the training set;
@@ -54,6 +57,7 @@ class TrainConfig:
     schedule: str = "cosine"
     step_size: int = 10
     gamma: float = 0.5
+    plateau_factor: float | None = None
     patience: int | None = None
     val_fraction: float = 0.1
     noise: bool = True
@@ -76,6 +80,8 @@ class TrainConfig:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError(f"train.epochs, batch_size and lr must be positive "
                               f"(got {self.epochs}, {self.batch_size}, {self.lr})")
+        if self.plateau_factor is not None and not 0.0 < self.plateau_factor < 1.0:
+            raise ConfigError(f"train.plateau_factor must be in (0, 1) or absent, got {self.plateau_factor}")
         if self.augment not in ("none", "remask"):
             raise ConfigError(f"train.augment must be none or remask, got {self.augment!r}")
         if self.tbptt is not None and self.tbptt < 1:

@@ -13,7 +13,8 @@ no-grad pass; the price is back-propagating through the burn-in's twin steps). W
 ``config.augment = "remask"`` each epoch draws a fresh partition of every training image into
 its frames (partially observable digits; on the quickstart it closes a ~10-point train/test gap,
 docs/classification.md). History: ``{epoch, loss, val, lr, val_metric, best_epoch, seconds}``
-(one entry per epoch; ``val`` is accuracy, or nmse for regression).
+(one entry per epoch; ``val`` is accuracy, or nmse for regression; ``lr`` the rate the next epoch
+uses) and ``plateaus``, the epochs after which ``config.plateau_factor`` cut the learning rate.
 
 **Resuming.** With ``config.checkpoint`` (a file path), :func:`fit` writes its whole state after
 every epoch (weights, optimiser and schedule, the best weights so far, the history, and the numpy
@@ -238,8 +239,9 @@ def fit(model, task_data: Any, config: TrainConfig | dict | None = None, *, seed
     hist: dict[str, Any] = {"epoch": [], "loss": [], "val": [], "lr": [],
                             "val_metric": "accuracy" if task.kind == "classification" else "nmse",
                             "best_epoch": None, "loss_kind": kind,
-                            "precision": resolve_precision(config.precision, device)}
+                            "precision": resolve_precision(config.precision, device), "plateaus": []}
     best, best_state, since, start, spent = -np.inf, None, 0, 0, 0.0
+    lowest_loss = np.inf
     resume = Path(config.checkpoint) if config.checkpoint else None
     if resume is not None and resume.is_file():
         st = torch.load(resume, map_location=device, weights_only=True)
@@ -252,6 +254,7 @@ def fit(model, task_data: Any, config: TrainConfig | dict | None = None, *, seed
         torch.set_rng_state(st["torch_rng"].cpu())
         hist, best, best_state, since = st["hist"], st["best"], st["best_state"], st["since"]
         start, spent = st["epoch"] + 1, st["seconds"]
+        lowest_loss = st.get("lowest_loss", np.inf)
         if config.patience is not None and since >= config.patience:
             start = config.epochs                        # it had stopped early: nothing left to run
         hist.setdefault("resumed_at", []).append(start)
@@ -280,6 +283,11 @@ def fit(model, task_data: Any, config: TrainConfig | dict | None = None, *, seed
         score = _score(task, val)
         hist["epoch"].append(epoch)
         hist["loss"].append(float(torch.stack(losses).mean()) if losses else float("nan"))
+        if config.plateau_factor is not None and hist["loss"][-1] >= lowest_loss:
+            for group in opt.param_groups:           # the schedules are chainable: the cut persists
+                group["lr"] *= config.plateau_factor
+            hist.setdefault("plateaus", []).append(epoch)
+        lowest_loss = min(lowest_loss, hist["loss"][-1])
         hist["val"].append(float(val[hist["val_metric"]]))
         hist["lr"].append(float(opt.param_groups[0]["lr"]))
         bar.set_postfix(loss=f"{hist['loss'][-1]:.4g}", val=f"{hist['val'][-1]:.4g}")
@@ -293,7 +301,7 @@ def fit(model, task_data: Any, config: TrainConfig | dict | None = None, *, seed
                                        "sched": None if sched is None else sched.state_dict(),
                                        "rng": rng.bit_generator.state, "gen": gen.get_state(),
                                        "torch_rng": torch.get_rng_state(), "hist": hist, "best": float(best),
-                                       "best_state": best_state, "since": since,
+                                       "best_state": best_state, "since": since, "lowest_loss": lowest_loss,
                                        "seconds": time.perf_counter() - t0})
         if config.patience is not None and since >= config.patience:
             break
