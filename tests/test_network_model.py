@@ -273,3 +273,56 @@ def test_auto_precision_takes_bfloat16_only_where_the_cpu_has_it(monkeypatch):
     assert (p32, pno, pbf) == ("float32", "float32", "bfloat16")
     assert torch.equal(w32, wno)
     assert not torch.equal(w32, wbf)          # bf16 rounding moved the path of training
+
+
+def test_plateau_factor_cuts_the_rate_once_the_loss_stalls_and_keeps_the_cut(tmp_path, monkeypatch):
+    """``train.plateau_factor``: a fit whose loss keeps falling is untouched (the same weights as
+    without it); an epoch whose mean loss is not below the lowest so far multiplies the learning
+    rate by the factor, the cosine schedule carries the cut on, and a fit resumed from its
+    checkpoint after the cut continues with exactly the same rates and weights."""
+    import math
+    from dataclasses import replace
+
+    import nado.network.train as train_mod
+    task = _digits_task(n_train=200, n_test=50)
+    cfg = TrainConfig(nodes=(6,), epochs=5, batch_size=32, lr=0.02, progress=False, augment="none")
+    plain, h_plain = train_network([ToyTwin()], task, cfg, seed=3)
+    kept, h_kept = train_network([ToyTwin()], task, replace(cfg, plateau_factor=0.5), seed=3)
+    assert h_kept["plateaus"] == [] and h_kept["loss"] == h_plain["loss"]
+    for a, b in zip(plain.state_dict().values(), kept.state_dict().values()):
+        assert torch.equal(a, b)
+
+    # stall epoch 1 only: its loss gets a constant (no gradient) that lifts it above epoch 0's
+    real_loss, real_eval, epoch = train_mod.task_loss, train_mod.evaluate, [0]
+    monkeypatch.setattr(train_mod, "task_loss", lambda *a: real_loss(*a) + (10.0 if epoch[0] == 1 else 0.0))
+
+    def count_epochs(*a, **k):
+        epoch[0] += 1
+        return real_eval(*a, **k)
+
+    monkeypatch.setattr(train_mod, "evaluate", count_epochs)
+    cut = replace(cfg, plateau_factor=0.5, checkpoint=str(tmp_path / "cut.pt"))
+    _, h_cut = train_network([ToyTwin()], task, cut, seed=3)
+    cosine = [0.02 * (1 + math.cos(math.pi * (e + 1) / 5)) / 2 for e in range(5)]
+    assert h_cut["plateaus"] == [1]
+    assert h_cut["lr"] == pytest.approx([cosine[0]] + [c * 0.5 for c in cosine[1:4]] + [h_cut["lr"][4]], rel=1e-9)
+    assert h_cut["lr"][4] == pytest.approx(0.0, abs=1e-12)     # cosine's end: zero either way
+
+    # the same fit killed after epoch 2 and resumed from its file
+    real_save = train_mod.save_torch_atomic
+
+    def save_then_die(path, obj):
+        real_save(path, obj)
+        if obj["epoch"] == 2:
+            raise KeyboardInterrupt("killed after epoch 2")
+
+    epoch[0] = 0
+    again = replace(cut, checkpoint=str(tmp_path / "again.pt"))
+    monkeypatch.setattr(train_mod, "save_torch_atomic", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_network([ToyTwin()], task, again, seed=3)
+    monkeypatch.setattr(train_mod, "save_torch_atomic", real_save)
+    resumed, h_resumed = train_network([ToyTwin()], task, again, seed=3)
+    assert h_resumed["plateaus"] == [1] and h_resumed["lr"] == h_cut["lr"] and h_resumed["loss"] == h_cut["loss"]
+    with pytest.raises(ConfigError, match="plateau_factor"):
+        TrainConfig(plateau_factor=1.5)
