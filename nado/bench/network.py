@@ -51,6 +51,21 @@ In isolation MKL ran the skinny first layer (25,600 x 13 @ 13 x 64, two groups) 
 broadcast of ``baddbmm``; but the training step with per-group ``mm``/``addmm`` throughout was
 0.96x (float32) and 0.98x (bfloat16) of the ``bmm`` version (median of 6 interleaved per-round
 ratios, same gradients to 4e-7), so it was not adopted.
+
+Why the 40 s target is out of reach in float32 on that CPU (2026-12-07, session 7, the same Intel
+Xeon, one core measured while a training run held the other): MKL's float32 rates at the twin
+step's shapes (two groups of 25,600 rows) are 70 GFLOP/s for the 64 x 64 hidden layer (``bmm``;
+63 with ``baddbmm``'s bias), 29-35 for the first layer (8 -> 64), 33-36 for the output layer
+(64 -> 18), 48 and 24 for the backward's 18 -> 64 and 64 -> 8, against 115 for a 2048^3 matmul.
+A device-step holds 47.4 kFLOP of matmuls (23.0 k forward, as many backward: input gradients
+only, the twin is frozen) and a training step 204,800 device-steps, so at those rates the matmuls
+alone take 0.18 s of one core per step, 48 % of the measured one-thread step (0.38 s). With every
+elementwise kernel fused away and perfect scaling to 2 threads an epoch would still take
+60,000 / 128 x 0.18 s / 2 = 42 s. ``torch.compile`` (inductor, default mode) of the frozen twin's
+forward and backward steps, with gradients equal to 5.5e-7, ran the training step at 0.98x (both
+steps compiled) and 1.04x (the backward only) of eager, medians of 5 interleaved rounds, one
+thread: not adopted. What would reach the target is fewer FLOPs (a smaller twin: its fidelity
+cost is measured in the README) or faster ones (native bf16, 1.71x on the AMD; a GPU).
 """
 from __future__ import annotations
 
