@@ -317,3 +317,20 @@ def test_matmul_precision_validates_nests_and_restores():
                 raise RuntimeError("inside")
         assert current_matmul_dtype() == torch.bfloat16
     assert current_matmul_dtype() is None
+
+
+def test_bench_network_peak_excludes_memory_an_earlier_section_freed():
+    """``nado bench`` runs its sections in one process, with the ``nado`` command's malloc setting
+    that keeps freed blocks; the network section's peak must start from what is in use, not from
+    what an earlier section (the twin section's torchsde baseline) allocated and freed."""
+    import sys
+
+    from nado.bench.network import _peak_rss_bytes, _reset_peak_rss
+    from nado.cli._malloc import tune_allocator
+    if not sys.platform.startswith("linux") or not tune_allocator():
+        pytest.skip("needs Linux with glibc (clear_refs, mallopt)")
+    blocks = [torch.ones(2_500_000) for _ in range(100)]       # 100 x 10 MB, below the mmap threshold
+    held = _peak_rss_bytes()
+    del blocks
+    assert _reset_peak_rss()
+    assert _peak_rss_bytes() < held - 500 * 2 ** 20, (held, _peak_rss_bytes())

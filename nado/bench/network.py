@@ -69,6 +69,8 @@ cost is measured in the README) or faster ones (native bf16, 1.71x on the AMD; a
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import resource
 import statistics
 import time
@@ -86,7 +88,17 @@ def _nra_twin():
 
 def _reset_peak_rss() -> bool:
     """Restart the kernel's peak-RSS count (Linux ``clear_refs``), so the peak measured next is
-    this section's and not an earlier section's in the same process; False where unsupported."""
+    this section's and not an earlier section's in the same process; False where unsupported.
+    Memory an earlier section left is first collected (its autograd graphs hold reference cycles)
+    and handed back to the kernel (glibc ``malloc_trim``):
+    the ``nado`` command keeps freed blocks in the process (:mod:`nado.cli._malloc`), and the count
+    restarts from the resident size, so without the trim ``nado bench`` reported the twin
+    section's torchsde peak (7.6 GiB) as the network step's."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):                   # not glibc: nothing kept to hand back
+        pass
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
