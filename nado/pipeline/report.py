@@ -7,7 +7,8 @@ Figures (matplotlib's Agg canvas; no pyplot):
 - ``fig_accuracy.png``: accuracy in simulation vs after transfer per variant (Fig. 3c);
 - ``fig_mse_horizon.png``: MSE vs prediction horizon, direct vs cascade, per depth (Fig. 4b);
 - ``fig_prediction.png``: prediction vs truth at t+5 on a test section (Fig. 4c/d);
-- ``fig_training.png``: training curves (loss and validation metric per epoch).
+- ``fig_training.png``: training curves (loss and validation metric per epoch; a triangle marks
+  an epoch after which ``train.plateau_factor`` cut the learning rate).
 
 ``report.md`` puts the paper's reference numbers (physical devices) beside ours.
 """
@@ -145,8 +146,14 @@ def training_figure(results: dict, path: Path) -> str | None:
     fig = new_figure(9.0, 3.4)
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     for tag, h in curves:
-        ax1.plot(h["loss"], label=tag)
+        line, = ax1.plot(h["loss"], label=tag)
         ax2.plot(h["val"], label=tag)
+        cuts = [e for e in h.get("plateaus") or [] if e < len(h["loss"])]
+        if cuts:                        # train.plateau_factor cut the rate after these epochs
+            ax1.plot(cuts, [h["loss"][e] for e in cuts], "v", color=line.get_color(), ms=7,
+                     label=f"{tag}: learning rate cut")
+    if any(h.get("plateaus") for _, h in curves):
+        ax1.legend(fontsize=6)
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("training loss")
     ax1.set_yscale("log")
