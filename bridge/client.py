@@ -61,6 +61,10 @@ log = logging.getLogger(__name__)
 _UP = zmq.EVENT_HANDSHAKE_SUCCEEDED   # a ZMTP handshake needs the server process (a TCP connect does not)
 _AUTH_FAILED = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
 _EVENTS = _UP | zmq.EVENT_DISCONNECTED | _AUTH_FAILED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+# A CurveZMQ server drops a plain (NULL) client's handshake; when it closes before the client has
+# read its greeting, the client sees only HANDSHAKE_FAILED_NO_DETAIL (a reset), again at every
+# reconnect (every 0.1 s). This many in a row, none succeeding, means the server wants keys.
+_PLAIN_DROPS = 3
 _F8 = np.dtype("<f8")
 _SLICE_MS = 500   # a waiting client looks at its connection this often
 
@@ -94,6 +98,7 @@ class RigClient:
         self._monitor: zmq.Socket | None = None
         self._connected = endpoint.startswith("inproc://")  # inproc has no connection events
         self._ever_connected = self._connected
+        self._dropped_handshakes = 0   # in a row on this socket (see _PLAIN_DROPS)
         self._prefix = uuid.uuid4().hex[:24]   # request id = random prefix + counter: unique, cheap
         self._count = itertools.count()
         self.session = session or uuid.uuid4().hex   # lease owner token (header key "client")
@@ -314,6 +319,7 @@ class RigClient:
                 self._monitor = sock.get_monitor_socket(_EVENTS)
                 self._connected = False
                 self._down_since = time.monotonic()
+                self._dropped_handshakes = 0
             try:
                 sock.connect(self.endpoint)
             except zmq.ZMQError as exc:
@@ -330,6 +336,7 @@ class RigClient:
             if event & _UP:
                 self._connected = self._ever_connected = True
                 self._down_since = None
+                self._dropped_handshakes = 0
             elif event == zmq.EVENT_DISCONNECTED:
                 if self._connected:
                     log.info("connection to %s lost", self.endpoint)
@@ -337,17 +344,26 @@ class RigClient:
                 if self._down_since is None:
                     self._down_since = time.monotonic()
             elif event & _AUTH_FAILED:
-                self._drop_socket()
-                if self.curve_keys is None:
-                    raise RigUnavailable(
-                        f"{self.endpoint} refused this client: the server requires CurveZMQ keys; pass "
-                        "RigClient(..., curve_keys=DIR) or set NADO_KEYS=DIR (see `nado keys generate`)")
-                raise RigUnavailable(
-                    f"{self.endpoint} refused this client's key (CurveZMQ handshake failed): ask the rig's "
-                    "admin to add your NAME.key to the station's clients folder, and check that you have "
-                    "the right server.key")
-            elif event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and self.curve_keys is not None:
-                log.warning("CurveZMQ handshake with %s failed; wrong server.key?", self.endpoint)
+                self._refused()
+            elif event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+                if self.curve_keys is not None:
+                    log.warning("CurveZMQ handshake with %s failed; wrong server.key?", self.endpoint)
+                    continue
+                self._dropped_handshakes += 1
+                if self._dropped_handshakes >= _PLAIN_DROPS:
+                    self._refused()
+
+    def _refused(self) -> None:
+        """The server turned this client away at the handshake: raise what to do about it."""
+        self._drop_socket()
+        if self.curve_keys is None:
+            raise RigUnavailable(
+                f"{self.endpoint} refused this client: the server requires CurveZMQ keys; pass "
+                "RigClient(..., curve_keys=DIR) or set NADO_KEYS=DIR (see `nado keys generate`)")
+        raise RigUnavailable(
+            f"{self.endpoint} refused this client's key (CurveZMQ handshake failed): ask the rig's "
+            "admin to add your NAME.key to the station's clients folder, and check that you have "
+            "the right server.key")
 
     def _stop_monitor(self) -> None:
         if self._monitor is not None:
