@@ -90,6 +90,10 @@ def test_defaults_fill_in():
     ({"network": {"sizes": [8, 8]}}, "network.sizes"),
     ({"train": {"epochs": 0}}, "train.epochs"),
     ({"train": {"optimizer": "sgd"}}, "optimizer"),
+    ({"train": {"leeky": {"lr": 0.1}}}, "train.leeky"),
+    ({"train": {"leaky": {"nodes": [8, 8]}}}, "train.leaky.nodes"),
+    ({"train": {"leaky": {"lr": -1.0}}}, "[train.leaky]"),
+    ({"train": {"mlp": {"optimizer": "sgd"}}}, "[train.mlp]"),
     ({"variants": {"list": ["sde", "cascade"]}}, "variants.list[1]"),
     ({"variants": {"depths": [3]}}, "variants.depths"),
     ({"budget": {"train": {"epochs": -2}}}, "train.epochs"),
@@ -99,6 +103,18 @@ def test_defaults_fill_in():
 def test_bad_keys_and_values_name_the_key(patch, key):
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
         validate(merge(MINIMAL, patch))
+
+
+def test_a_variant_table_of_train_applies_to_that_variant_and_round_trips():
+    from nado.pipeline.scenario import variant_config
+    sc = validate(merge(MINIMAL, {"train": {"lr": 0.002, "leaky": {"lr": 0.005, "epochs": 4}}}))
+    base = sc.train_config()
+    assert base.lr == 0.002 and sc.train_by_variant == {"leaky": {"lr": 0.005, "epochs": 4}}
+    leaky = variant_config(base, sc.train_by_variant, "leaky")
+    assert (leaky.lr, leaky.epochs, leaky.nodes) == (0.005, 4, base.nodes)
+    assert variant_config(base, sc.train_by_variant, "sde") is base     # its stage key unchanged
+    again = validate(tomllib.loads(dump_toml(sc.to_dict())))
+    assert again.train_by_variant == sc.train_by_variant and again.to_dict() == sc.to_dict()
 
 
 def test_file_errors(tmp_path):

@@ -137,3 +137,27 @@ def test_nado_run_trains_rig_in_the_loop_variants_after_what_they_start_from(tmp
     assert "what its gradient sees" in (tmp_path / "runs" / "agree" / "report.md").read_text()
     assert nets["refine"]["instrument_by_stage"]["refine"] > 0
     assert (tmp_path / "runs" / "agree" / "fig_instrument_time.png").is_file()
+
+
+def test_a_variant_table_of_train_changes_that_variant_alone(tmp_path):
+    """``[train.leaky]`` trains the leaky reference with its own keys, in ``nado run`` and in
+    ``nado train`` alike, and leaves every other variant's stage (and so its cache key) as it was."""
+    (tmp_path / "station.toml").write_text(STATION)
+    body = SCENARIO.format(out=tmp_path / "runs", cache=tmp_path / "cache").replace(
+        'list = ["sde", "ode", "rc", "rc1", "mlp", "leaky"]', 'list = ["mlp", "leaky"]')
+    results = tmp_path / "runs" / "agree" / "results.json"
+    plain, table = tmp_path / "plain.toml", tmp_path / "table.toml"
+    plain.write_text(body)
+    table.write_text(body + "[train.leaky]\nepochs = 3\nlr = 0.05\n")
+    assert main(["run", str(plain), "--no-progress"]) == 0
+    before = json.loads(results.read_text())["networks"]
+    assert main(["run", str(table), "--no-progress"]) == 0
+    after = json.loads(results.read_text())["networks"]
+    assert after["mlp"]["cached"] and after["mlp"]["sim"] == before["mlp"]["sim"]
+    assert not after["leaky"]["cached"]
+    epochs = {k: len(r["history"]["loss"]) for k, r in (("before", before["leaky"]), ("after", after["leaky"]))}
+    assert epochs == {"before": 1, "after": 3} and len(after["mlp"]["history"]["loss"]) == 1
+    assert main(["train", str(table), "--out", str(tmp_path / "cli"), "--no-progress"]) == 0
+    trained = json.loads((tmp_path / "cli" / "train.json").read_text())["vis25"]
+    assert trained["leaky"]["sim"] == after["leaky"]["sim"] and len(trained["leaky"]["history"]["loss"]) == 3
+    assert trained["mlp"]["sim"] == after["mlp"]["sim"]

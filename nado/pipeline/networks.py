@@ -37,6 +37,7 @@ from bridge.datakeys import without_data_keys
 from ..io import save_npy_atomic, write_json_atomic
 from ..network.variants import Job, Trained, get, measure_variant, order, train_variant
 from .cache import code_digest
+from .scenario import variant_config
 
 TRAIN_DROP = ("progress", "checkpoint")      # how a stage runs, not what it computes
 
@@ -92,22 +93,22 @@ def _variants(runner, cond, job: Job, names, layers, *, suffix: str = "", keep_o
     keys: dict[str, str] = {}
     for v in order(names):
         spec, tag = get(v), f"{v}{suffix}"
-        job = replace(job, trained=trained)
+        vjob = replace(job, trained=trained, config=variant_config(job.config, runner.sc.train_by_variant, v))
         if spec.kind == "rig":
             continue                    # after the loop: they start from what it trained
         if spec.kind == "network":
             with runner.timed(f"train.{cond.name}.{tag}"):
-                trained[v], keys[v] = _train_net(runner, v, tag, cond, job, layers)
+                trained[v], keys[v] = _train_net(runner, v, tag, cond, vjob, layers)
             if v in names:
                 with runner.timed(f"transfer.{cond.name}.{tag}"):
-                    res = _transfer(runner, v, tag, cond, trained[v], keys[v], job, layers, keep_outputs)
+                    res = _transfer(runner, v, tag, cond, trained[v], keys[v], vjob, layers, keep_outputs)
                 nets[v] = {**res, "history": trained[v].history}
         elif spec.kind == "software":
             with runner.timed(f"train.{cond.name}.{tag}"):
-                nets[v] = _software(runner, v, tag, cond, job)
+                nets[v] = _software(runner, v, tag, cond, vjob)
         else:
             with runner.timed(f"baseline.{cond.name}.{tag}"):
-                nets[v] = _baseline(runner, v, tag, cond, job, keys, layers)
+                nets[v] = _baseline(runner, v, tag, cond, vjob, keys, layers)
     rig = [v for v in names if get(v).kind == "rig"]
     if rig:
         start = {v: (t.model, t.config, keys[v], (t.history or {}).get("instrument_s", 0.0))
@@ -258,7 +259,7 @@ def run_rigloop(runner, cond, job, names, start: dict[str, tuple], layers, *,
     from ..network.pat import PatOptions, pat_diagnostics, pat_train
     from ..network.refine import RefineOptions, refine
     from ..network.variants import Trained
-    clients_by_layer, cfg = list(job.clients), job.config
+    clients_by_layer = list(job.clients)
     sc = runner.sc
     pat_opts = PatOptions.from_dict(getattr(sc.variants, "pat", None))
     ref_opts = RefineOptions.from_dict(getattr(sc.variants, "refine", None))
@@ -270,8 +271,8 @@ def run_rigloop(runner, cond, job, names, start: dict[str, tuple], layers, *,
             runner.log(f"  {v}: needs the {origin} network; add {origin!r} to [variants] list")
             continue
         name = f"{v}{tag}"
-        s_net, _, s_key = start.get(origin, (None, cfg, None))[:3]
-        vcfg = replace(cfg, noise=True)
+        s_net, _, s_key = start.get(origin, (None, None, None))[:3]
+        vcfg = replace(variant_config(job.config, sc.train_by_variant, v), noise=True)
         opts = pat_opts if v.startswith("pat") else replace(
             ref_opts, source="uniform" if v == "refine_uniform" else "network")
         inputs = {"variant": name, "condition": cond.name, "task": runner.keys["task"][cond.name], "train": _cfg_dict(vcfg),

@@ -29,7 +29,9 @@ Sections (every key optional unless marked; defaults in the dataclasses below)::
                  window, cutoff_hz
     [network]  layers = ["nra", "nra"] (device kind per hidden layer; required), nodes, pi,
                bias, init_gain
-    [train]    keyword settings of nado.network.TrainConfig (epochs, lr, batch_size, tbptt, ...)
+    [train]    keyword settings of nado.network.TrainConfig (epochs, lr, batch_size, tbptt, ...);
+               [train.VARIANT] the same keys for one variant of [variants] (e.g. [train.leaky]
+               lr = 0.005: a software reference trains at its own rate), over [train]'s
     [variants] list = ["sde", "ode", "rc", "rc1", "mlp", "leaky"] (classification) or
                ["direct", "cascade"] (regression); depths = [2, 3] (cascade)
     [budget]   tables shaped like the sections above, merged over them by ``--quick``
@@ -53,7 +55,7 @@ from ..errors import ConfigError
 from ._sections import (NETWORK_KEYS, SECTIONS, CollectSection, NetworkSection, RunSection, StationSection,
                         TaskSection, TwinsSection, VariantsSection, merge, parse)
 
-__all__ = ["Scenario", "validate", "load_scenario", "read_toml", "dump_toml", "merge", "resolved_tables"]
+__all__ = ["Scenario", "variant_config", "validate", "load_scenario", "read_toml", "dump_toml", "merge", "resolved_tables"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class Scenario:
     source: str = ""
     raw: dict = field(default_factory=dict)
     pools: dict = field(default_factory=dict)
+    train_by_variant: dict = field(default_factory=dict)    # [train.VARIANT]: {VARIANT: {key: value}}
 
     def pool_name(self, kind: str) -> str | None:
         """NAME when ``[rigs] KIND = "pool:NAME"``, else None."""
@@ -125,6 +128,17 @@ class Scenario:
         return resolved_tables(self)
 
 
+def variant_config(config, per_variant: dict, name: str):
+    """``config`` (a TrainConfig) as variant ``name`` trains: its ``[train.VARIANT]`` keys
+    (``per_variant[name]``, :attr:`Scenario.train_by_variant`) over it. Every variant loop applies
+    it before the variant is trained or its stage keyed, so a variant without a table keeps its key."""
+    over = per_variant.get(name)
+    if not over:
+        return config
+    from ..network import TrainConfig
+    return TrainConfig.from_dict({**config.to_dict(), **over})
+
+
 def _table(raw: dict, name: str) -> dict:
     v = raw.get(name, {})
     if not isinstance(v, dict):
@@ -136,6 +150,26 @@ def _known(table: dict, allowed, where: str) -> None:
     unknown = sorted(set(table) - set(allowed))
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}: unknown key; {where} takes {', '.join(sorted(allowed))}")
+
+
+def _train_config(d: dict, where: str) -> None:
+    from ..network import TrainConfig
+    try:
+        TrainConfig.from_dict(d)
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _variant_train(name: str, over: dict) -> None:
+    """A ``[train.VARIANT]`` table names a variant and holds [train] keys only."""
+    from ..network.variants import VARIANTS
+    if name not in VARIANTS:
+        raise ConfigError(f"train.{name}: a sub-table of [train] holds one variant's settings, and {name!r} is "
+                          f"no variant; variants: {', '.join(VARIANTS)}")
+    shaped = sorted(set(over) & set(NETWORK_KEYS))
+    if shaped:
+        raise ConfigError(f"train.{name}.{shaped[0]}: a [network] key; a variant trains the network's shape, "
+                          f"so [train.{name}] takes [train] keys only (lr, epochs, batch_size, ...)")
 
 
 def validate(raw: dict, *, quick: bool = False, source: str = "") -> Scenario:
@@ -159,13 +193,11 @@ def validate(raw: dict, *, quick: bool = False, source: str = "") -> Scenario:
         if not isinstance(v, str):
             raise ConfigError(f"rigs.{k}: must be a string, got {v!r}")
     train = dict(_table(body, "train"))
-    from ..network import TrainConfig
-    try:
-        TrainConfig.from_dict({**network.params, **train})
-    except ConfigError as exc:
-        raise ConfigError(f"[network]/[train]: {exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"[network]/[train]: {exc}") from None
+    by_variant = {k: train.pop(k) for k in list(train) if isinstance(train[k], dict)}
+    _train_config({**network.params, **train}, "[network]/[train]")
+    for v, over in by_variant.items():
+        _variant_train(v, over)
+        _train_config({**network.params, **train, **over}, f"[train.{v}]")
     run = parse(RunSection, _table(body, "run"), "run")
     if "name" not in _table(body, "run") and source:
         run = run.model_copy(update={"name": Path(source).stem})   # default run name: the file's stem
@@ -175,7 +207,7 @@ def validate(raw: dict, *, quick: bool = False, source: str = "") -> Scenario:
                   network=network, train=train,
                   variants=parse(VariantsSection, _table(body, "variants"), "variants",
                                  classification=task.classification, layers=len(network.layers)),
-                  quick=quick, source=str(source), raw=raw, pools=_pools(body))
+                  quick=quick, source=str(source), raw=raw, pools=_pools(body), train_by_variant=by_variant)
     _check_pooled_kinds(sc)
     return sc
 
@@ -257,6 +289,7 @@ def resolved_tables(sc: Scenario) -> dict[str, Any]:
     if "data_dir" in task:
         task["data_dir"] = str(sc.resolve_path(task["data_dir"]).resolve())
     train = {k: v for k, v in sc.train_config().to_dict().items() if k not in NETWORK_KEYS}
+    train |= {v: dict(over) for v, over in sc.train_by_variant.items()}
     pools = {"pools": sc.pools} if sc.pools else {}
     return json.loads(json.dumps({
         "run": sc.run.model_dump(), "station": station,

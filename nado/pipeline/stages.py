@@ -18,6 +18,7 @@ from ..errors import ConfigError
 from ..network.checkpoint import load_network, save_network
 from ..network.config import TrainConfig
 from ..network.variants import Job, Trained, get, measure_variant, train_variant
+from .scenario import variant_config
 
 
 def load_twins_dir(folder: str | Path, kinds: Sequence[str], *, map_location="cpu") -> dict[str, dict[str, Any]]:
@@ -57,21 +58,23 @@ def _job(cond, twins: dict, layers: Sequence[str], config: TrainConfig, clients,
 
 
 def train_stage(cond, twins: dict, layers: Sequence[str], config: TrainConfig, variants: Sequence[str],
-                out_dir: Path, *, seed: int = 0, device="cpu") -> dict[str, Any]:
+                out_dir: Path, *, seed: int = 0, device="cpu", per_variant=None) -> dict[str, Any]:
     """Train the network and software variants of one condition; save them under ``out_dir``.
 
     Variants whose twins are missing, that train on the rigs (``cascade``) or have no training
-    of their own (baselines) are skipped. ``{variant: {sim, history}}``."""
+    of their own (baselines) are skipped; ``per_variant``: a scenario's ``[train.VARIANT]`` keys
+    (:func:`~nado.pipeline.scenario.variant_config`). ``{variant: {sim, history}}``."""
     job = _job(cond, twins, layers, config, None, seed, device)
     res: dict[str, Any] = {}
     for v in variants:
         spec = get(v)
         if spec.train is None or spec.rigs_to_train or (spec.kind == "network" and job.twins[spec.twins] is None):
             continue
-        t = train_variant(v, job)
+        vjob = replace(job, config=variant_config(config, per_variant or {}, v))
+        t = train_variant(v, vjob)
         save_network(t.model, out_dir / f"{v}.pt", meta={"variant": v, "layers": list(layers), "seed": seed,
                                                          "config": t.config.to_dict()})
-        res[v] = {"sim": measure_variant(v, t, job)["sim"], "history": t.history}
+        res[v] = {"sim": measure_variant(v, t, vjob)["sim"], "history": t.history}
     return res
 
 
@@ -100,12 +103,12 @@ def transfer_stage(cond, twins: dict, layers: Sequence[str], config: TrainConfig
 
 
 def cascade_stage(cond, twins: dict, layers: Sequence[str], config: TrainConfig, depths: Sequence[int],
-                  clients: list, *, seed: int = 0) -> dict[str, Any]:
+                  clients: list, *, seed: int = 0, per_variant=None) -> dict[str, Any]:
     """Direct vs cascade training through the SDE twins (ODE ones when there are none), after
     transfer, for each depth: the variant registry's ``direct`` and ``cascade`` with ``nado run``'s
     seeds and units. ``{"L2": {"direct": {sim, transfer, history}, "cascade": {sim, transfer,
     histories, recording_drives}}, ..., "direct": ..., "cascade": ...}`` (the top-level pair: the
-    deepest)."""
+    deepest). ``per_variant``: as :func:`train_stage`'s."""
     from .networks import regression_columns
     tw = twins_by_layer(twins, layers, "sde") or twins_by_layer(twins, layers, "ode")
     if tw is None:
@@ -119,8 +122,9 @@ def cascade_stage(cond, twins: dict, layers: Sequence[str], config: TrainConfig,
         job = Job(cond, cfg, {"sde": list(tw[:L])}, list(clients[:L]), seed)
         depth: dict[str, Any] = {}
         for v in ("direct", "cascade"):
-            t = train_variant(v, job)
-            res = measure_variant(v, t, job, keep_outputs=True)
+            vjob = replace(job, config=variant_config(cfg, per_variant or {}, v))
+            t = train_variant(v, vjob)
+            res = measure_variant(v, t, vjob, keep_outputs=True)
             regression_columns(res, cond, res.pop("outputs", None))
             if v == "direct":
                 res["history"] = t.history

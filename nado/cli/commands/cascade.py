@@ -20,7 +20,8 @@ def _run(sc, conds, config, out, twins, clients) -> int:
     results = {}
     cl = clients_by_layer(clients, sc.network.layers)
     for cond in conds:
-        res = cascade_stage(cond, twins, sc.network.layers, config, sc.variants.depths, cl, seed=sc.run.seed)
+        res = cascade_stage(cond, twins, sc.network.layers, config, sc.variants.depths, cl, seed=sc.run.seed,
+                            per_variant=sc.train_by_variant)
         results[cond.name] = res
         for depth, r in res.items():
             if depth.startswith("L"):

@@ -21,7 +21,7 @@ def _run(sc, conds, config, out, twins, clients) -> int:
         print(f"training {cond.name}: {', '.join(sc.variants.names)}", flush=True)
         results[cond.name] = train_stage(cond, twins, sc.network.layers, config, sc.variants.names,
                                          out / "networks" / cond.name, seed=sc.run.seed,
-                                         device=sc.run.device)
+                                         device=sc.run.device, per_variant=sc.train_by_variant)
         for v, r in results[cond.name].items():
             print(f"  {v:6s} sim {r['sim']}")
     write_json_atomic(out / "train.json", results)
