@@ -3,7 +3,8 @@
 #   scripts/gpu-check.sh [DEVICE] [--mnist]     (DEVICE: cuda (default) or cuda:N)
 # 1. correctness: tests/test_device.py, whose CUDA tests compare CPU and GPU results on the same
 #    seed and inputs (twin layer forward + input gradients; a network's outputs and weight
-#    gradients) within stated tolerances; they must run, not skip;
+#    gradients) within stated tolerances, and run the pipeline end to end on the GPU with every
+#    kind of variant (PAT, refinement and cascade included); they must run, not skip;
 # 2. speed: `nado bench --only twin --only network` on the CPU and on DEVICE, one JSON each, and a
 #    summary: the twin layer's device-steps/s on both and the 60,000-sample epoch time of the
 #    paper's MNIST network (target on a GPU: under 5 s);

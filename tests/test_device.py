@@ -240,3 +240,38 @@ def test_fit_command_with_an_explicit_cpu(tmp_path):
     assert load_twin(tmp_path / "s.pt", map_location="cpu").config.kind == "sde"
     assert main(["fit", "ode", str(tmp_path / "d.h5"), "--out", str(tmp_path / "x.pt"),
                  "--device", "cuda:z"]) == 1
+
+
+@CUDA
+@pytest.mark.e2e
+@pytest.mark.timeout(900)
+def test_every_variant_of_the_pipeline_runs_on_cuda(tmp_path):
+    """``nado run --device cuda`` end to end with every kind of variant: the twins, the twin
+    networks, the software and RC references, physics-aware training (with its diagnostics),
+    twin refinement, and (regression) direct vs cascade learning. Their rig-facing code moves
+    data between the GPU and the rigs' numpy; this is where a CPU tensor meeting a GPU one, or a
+    CPU generator drawing on the GPU, would fail."""
+    from test_network_cli import STATION
+    from test_variants_agree import REGRESSION, SCENARIO
+    (tmp_path / "station.toml").write_text(STATION)
+    every = ('list = ["sde", "ode", "rc", "rc1", "mlp", "leaky", "pat", "pat_finetune", "refine", '
+             '"refine_uniform"]\n[variants.pat]\nepochs = 1\n[variants.refine]\nrounds = 1\n'
+             'sequences = 8\nretrain_epochs = 1')
+    body = SCENARIO.replace('list = ["sde", "ode", "rc", "rc1", "mlp", "leaky"]', every)
+    for name, text in (("cls", body), ("reg", REGRESSION)):
+        scen = tmp_path / f"{name}.toml"
+        scen.write_text(text.format(out=tmp_path / name, cache=tmp_path / "cache"))
+        assert main(["run", str(scen), "--no-progress", "--device", "cuda"]) == 0, name
+    cls = json.loads((tmp_path / "cls" / "agree" / "results.json").read_text())
+    assert cls["device"].startswith("cuda")
+    assert set(cls["networks"]) == {"sde", "ode", "rc", "rc1", "mlp", "leaky", "pat", "pat_finetune",
+                                    "refine", "refine_uniform"}
+    for v, r in cls["networks"].items():
+        if v not in ("mlp", "leaky"):                       # software references do not transfer
+            assert 0 <= r["transfer"]["accuracy"] <= 1, v
+    assert len(cls["networks"]["pat_finetune"]["diagnostics"]["forward_nrmse"]) == 2
+    reg = json.loads((tmp_path / "reg" / "agree" / "results.json").read_text())
+    (cond,) = reg["conditions"].values()
+    for depth in ("L2", "L3"):
+        for v in ("direct", "cascade"):
+            assert np.isfinite(cond["by_depth"][depth][v]["transfer"]["mse"]), (depth, v)

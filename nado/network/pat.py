@@ -56,6 +56,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..device import generator, module_device, to_device
 from ..errors import ConfigError
 from .config import TrainConfig
 from .data import as_task_data
@@ -289,17 +290,17 @@ def pat_diagnostics(network: Network, twins: Sequence, clients_by_layer: Sequenc
     kind = loss_kind(config, task)
     rng = np.random.default_rng(seed)
     idx = rng.choice(task.x_train.shape[0], min(batch, task.x_train.shape[0]), replace=False)
-    x = torch.as_tensor(task.x_train[idx], dtype=torch.float32)
-    y = torch.as_tensor(task.y_train[idx], dtype=torch.float32 if kind == "mse" else torch.long)
+    dev = module_device(network)
+    x = to_device(task.x_train[idx], dev)
+    y = to_device(task.y_train[idx], dev, torch.float32 if kind == "mse" else torch.long)
     steps = readout_steps(config, task, x.shape[1])
     wash = config.washout if kind == "mse" else 0
     opts = PatOptions(backward_noise=backward_noise)
     loops = [_rig_loop(network, twins, clients_by_layer, task, config, opts, seed + 1000 * i) for i in range(2)]
-    g_pat = [_grad(n, x, y, kind, steps, wash, noise=False, gen=torch.Generator().manual_seed(seed))
-             for n in loops]
+    g_pat = [_grad(n, x, y, kind, steps, wash, noise=False, gen=generator(dev, seed)) for n in loops]
     twin_net = copy.deepcopy(network)
     g_twin = [_grad(twin_net, x, y, kind, steps, wash, noise=config.noise,
-                    gen=torch.Generator().manual_seed(seed + 1 + i)) for i in range(2)]
+                    gen=generator(dev, seed + 1 + i)) for i in range(2)]
     fwd, rep = [], []
     with torch.no_grad():
         z = x
@@ -307,19 +308,18 @@ def pat_diagnostics(network: Network, twins: Sequence, clients_by_layer: Sequenc
             s = loops[0].layer_inputs(l, z)
             B, T = s.shape[:2]
             flat = s.permute(0, 2, 1, 3).reshape(B * loops[0].n_nodes[l], T, -1)
-            out_a, init_a = loops[0].drive_layer(l, flat.double().numpy())
-            out_b, init_b = loops[1].drive_layer(l, flat.double().numpy())
-            ia = torch.as_tensor(init_a, dtype=torch.float32)
-            za = loops[0].layer_activities(l, torch.as_tensor(out_a, dtype=torch.float32), ia, B)
-            zb = loops[0].layer_activities(l, torch.as_tensor(out_b, dtype=torch.float32),
-                                           torch.as_tensor(init_b, dtype=torch.float32), B)
+            out_a, init_a = loops[0].drive_layer(l, flat.double().cpu().numpy())
+            out_b, init_b = loops[1].drive_layer(l, flat.double().cpu().numpy())
+            ia = to_device(init_a, dev)
+            za = loops[0].layer_activities(l, to_device(out_a, dev), ia, B)
+            zb = loops[0].layer_activities(l, to_device(out_b, dev), to_device(init_b, dev), B)
             zt = loops[0].layer_activities(l, twin.simulate(flat, ia, noise=False), ia, B)
             sd = float(za.std()) or 1.0
             fwd.append(float(((zt - za) ** 2).mean().sqrt()) / sd)
             rep.append(float(((zb - za) ** 2).mean().sqrt()) / sd)
             z = za
-    gen = torch.Generator().manual_seed(seed + 99)
-    dirs = {"pat": g_pat[0], "twin": g_twin[0], "random": torch.randn(g_pat[0].shape, generator=gen)}
+    dirs = {"pat": g_pat[0], "twin": g_twin[0],
+            "random": torch.randn(g_pat[0].shape, generator=generator(dev, seed + 99), device=dev)}
     slope = {k: _rig_slope(loops[0], x, y, kind, steps, wash, d) for k, d in dirs.items()}
     inst = sum(n.instrument_s["train"] + n.instrument_s["validate"] for n in loops)
     return {"cos_pat_twin": _cos(g_pat[0], g_twin[0]), "cos_pat_pat": _cos(g_pat[0], g_pat[1]),

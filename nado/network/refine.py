@@ -38,6 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..device import generator, module_device, to_device
 from ..errors import ConfigError
 from .config import TrainConfig
 from .data import as_task_data
@@ -111,16 +112,17 @@ def collect_network_inputs(network: Network, clients_by_layer: Sequence, x: np.n
     """Drive ``network`` on the rigs for task inputs ``x`` ``(N, T, F)``, layer by layer; per layer the
     drive's ``{inputs (N*n_l, T, n_in), outputs, initial, instrument_s, drives}``."""
     z = np.asarray(x, dtype=np.float32)
+    dev = module_device(network)
     out = []
     for l in range(network.n_layers):
         N, T = z.shape[:2]
         with torch.no_grad():
-            s = network.layer_inputs(l, torch.as_tensor(z, dtype=torch.float32)).double().numpy()
+            s = network.layer_inputs(l, to_device(z, dev)).double().cpu().numpy()
         flat = s.transpose(0, 2, 1, 3).reshape(N * network.n_nodes[l], T, -1)
         rec = drive_clipped(clients_by_layer[l], flat, seed=seed + 1000003 * l, max_batch=max_batch)
         with torch.no_grad():
-            z = network.layer_activities(l, torch.as_tensor(rec["outputs"], dtype=torch.float32),
-                                         torch.as_tensor(rec["initial"], dtype=torch.float32), N).numpy()
+            z = network.layer_activities(l, to_device(rec["outputs"], dev), to_device(rec["initial"], dev),
+                                         N).cpu().numpy()
         out.append(rec)
     return out
 
@@ -133,7 +135,7 @@ def collect_uniform(network: Network, clients_by_layer: Sequence, n: int, T: int
     out = []
     for l in range(network.n_layers):
         m = network.maps[l]
-        lo, hi = m.lo.double().numpy(), m.hi.double().numpy()
+        lo, hi = m.lo.double().cpu().numpy(), m.hi.double().cpu().numpy()
         u = lo + (hi - lo) * rng.random((n * network.n_nodes[l], T, m.n_in))
         out.append(drive_clipped(clients_by_layer[l], u, seed=seed + 1000003 * l, max_batch=max_batch))
     return out
@@ -171,7 +173,7 @@ def finetune_twin(twin, sources: Sequence[tuple[np.ndarray, np.ndarray, np.ndarr
         raise ConfigError("finetune_twin needs at least one non-empty source of sequences")
     counts = np.array([w.n for w in wins], dtype=float)
     share = np.maximum(1, np.round(batch * counts / counts.sum())).astype(int)
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = generator(module_device(new), seed)          # windows are drawn where the data live
     opt = torch.optim.Adam(params, lr=lr)
     c = new.config
     hist: dict[str, Any] = {"loss": []}
@@ -201,9 +203,9 @@ def finetune_twin(twin, sources: Sequence[tuple[np.ndarray, np.ndarray, np.ndarr
 def twin_error(twin, inputs: np.ndarray, outputs: np.ndarray, initial: np.ndarray) -> float:
     """RMS of (deterministic twin path - measured outputs) over the outputs' std (a normalised RMSE;
     the rig's own noise sets its floor). Shapes as in :func:`finetune_twin`."""
+    dev = module_device(twin)
     with torch.no_grad():
-        y = twin.simulate(torch.as_tensor(inputs, dtype=torch.float32),
-                          torch.as_tensor(initial, dtype=torch.float32), noise=False).double().numpy()
+        y = twin.simulate(to_device(inputs, dev), to_device(initial, dev), noise=False).double().cpu().numpy()
     o = np.asarray(outputs, dtype=np.float64)
     return float(np.sqrt(np.mean((y - o) ** 2)) / (o.std() or 1.0))
 
