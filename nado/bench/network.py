@@ -66,6 +66,23 @@ forward and backward steps, with gradients equal to 5.5e-7, ran the training ste
 steps compiled) and 1.04x (the backward only) of eager, medians of 5 interleaved rounds, one
 thread: not adopted. What would reach the target is fewer FLOPs (a smaller twin: its fidelity
 cost is measured in the README) or faster ones (native bf16, 1.71x on the AMD; a GPU).
+
+Fused hidden layers (2026-12-07, session 10, the same Intel Xeon, quiet, load < 1): the frozen
+twin's forward runs each network's hidden layers as one oneDNN matmul + bias + sigmoid kernel
+(:func:`nado.twin._fast._dense`) instead of ``bmm``/``baddbmm`` then ``sigmoid_``, and the
+diffusion's output layer computes only its 11 heads. Training step against the ``bmm`` chain,
+interleaved, allocator tuned as under ``nado``: 1.17x with one thread (median of 10 rounds,
+1.03-1.40x; 0.297 s against 0.341 s) and 1.05x with two (20 rounds, 0.84-1.26x); parameter
+gradients equal to 7e-7 relative. Profile after (one thread, two steps): ``mm`` 34 % (the
+backward and the output layers), the fused kernels 31 %, ``sigmoid_backward`` 10 %, ``addmm``
+(the state update) 4 %, copies 4 %, Brownian increments 2.6 %, ``softplus`` 2 %. Two threads
+gain little on this machine whatever the kernel: one 25,600 x 64 @ 64 x 64 matmul runs 1.2-1.5x
+faster on two threads than on one (``bmm`` over the two networks 1.46x, the fused kernel 1.34x),
+elementwise kernels 1.9x; the committed MNIST runs train one network per one-thread process,
+two side by side (``results/mnist_nra/RUN.md``), where the one-thread figure applies. Measured and not adopted in the same session: folding the
+backward's sigmoid derivative into the matmul as a oneDNN binary post-op (it needs
+``s (1 - s)`` stored by the forward; that pass costs 0.79 ms per network and layer, the fusion
+saves 0.65 ms).
 """
 from __future__ import annotations
 
