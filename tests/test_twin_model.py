@@ -115,6 +115,27 @@ def test_fused_cpu_kernel_keeps_the_step_exact_to_float32_rounding(noise):
     assert (g32 - g64).abs().max() <= 1e-3 * g64.abs().max()
 
 
+def test_fused_cpu_kernel_is_used_only_where_it_runs_and_is_right(monkeypatch):
+    """The fused kernel is probed once on a small layer: a machine where it raises (an old CPU,
+    another torch build) or computes something else gets the plain kernels, not an error."""
+    from nado.twin import _fast
+    if not _fast._fused_cpu_dtypes():
+        pytest.skip("this torch build has no oneDNN fused linear")
+    real = torch.ops.mkldnn._linear_pointwise
+
+    def raises(*args):
+        raise RuntimeError("mkldnn_linear: the bf16 path needs avx512bw")
+
+    def wrong(x, w, b, *rest):
+        return real(x, w, None, *rest)                  # drops the bias
+
+    for fake in (raises, wrong):
+        monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", fake)
+        assert _fast._fused_cpu_dtypes() == ()
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", real)
+    assert torch.float32 in _fast._fused_cpu_dtypes()
+
+
 def test_simulate_shapes_units_and_noise_switch():
     twin = _random_sde()
     s = torch.rand(8, 12, 1) * 80

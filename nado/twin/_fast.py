@@ -269,13 +269,28 @@ def _sigmoid_backward_(grad: Tensor, out: Tensor) -> Tensor:
 
 
 def _fused_cpu_dtypes() -> tuple:
-    """The dtypes of :func:`_dense`'s fused CPU kernel in this torch build: float32 wherever torch
-    has oneDNN, bfloat16 where oneDNN runs it on this CPU (AVX512 or newer; elsewhere it raises)."""
+    """The dtypes in which :func:`_dense`'s fused CPU kernel runs here: each candidate (float32;
+    bfloat16 where oneDNN says this CPU runs it) is tried once on a small layer and kept only if
+    it gives ``sigmoid(x @ w.T + b)``; none without oneDNN (another torch build or CPU) or if the
+    kernel fails, so an unsupported machine takes the plain kernels instead of an error."""
     mkldnn = torch.ops.mkldnn
     if not (torch.backends.mkldnn.is_available() and hasattr(mkldnn, "_linear_pointwise")):
         return ()
-    bf16 = hasattr(mkldnn, "_is_mkldnn_bf16_supported") and mkldnn._is_mkldnn_bf16_supported()
-    return (torch.float32, torch.bfloat16) if bf16 else (torch.float32,)
+    candidates = [torch.float32]
+    if hasattr(mkldnn, "_is_mkldnn_bf16_supported") and mkldnn._is_mkldnn_bf16_supported():
+        candidates.append(torch.bfloat16)
+    gen = torch.Generator().manual_seed(0)
+    x, w, b = (torch.randn(shape, generator=gen) for shape in ((8, 5), (3, 5), (3,)))
+    want = torch.sigmoid(x @ w.t() + b)
+    ok = []
+    for dtype in candidates:
+        try:
+            got = mkldnn._linear_pointwise(x.to(dtype), w.to(dtype), b.to(dtype), "sigmoid", [], "")
+        except RuntimeError:
+            continue
+        if torch.allclose(got.float(), want, atol=2e-2 if dtype == torch.bfloat16 else 1e-5):
+            ok.append(dtype)
+    return tuple(ok)
 
 
 _FUSED_DTYPES = _fused_cpu_dtypes()
