@@ -8,7 +8,9 @@ copy 5.5 ms with faults, 0.7 ms without). :func:`tune_allocator` sets ``M_MMAP_T
 (jemalloc/tcmalloc) without one. Peak memory is unchanged; freed memory is reused instead of
 returned. It changes the whole process, so the library never calls it: the ``nado`` command does,
 once at start (``NADO_MALLOC_TUNE=0`` leaves malloc alone). A program using nado as a library may
-call it itself.
+call it itself. It also exports glibc's ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_``
+(unless set), so the worker processes of ``nado run --jobs`` (:mod:`nado.pipeline.parallel`)
+start with the same setting.
 """
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ def tune_allocator() -> bool:
                 ok = libc.mallopt(-3, 32 * 2 ** 20) == 1          # M_MMAP_THRESHOLD
                 ok = ok and libc.mallopt(-1, 2 ** 31 - 1) == 1    # M_TRIM_THRESHOLD
                 _TUNED["done"] = bool(ok)
+                if ok:   # the same for the worker processes a run starts (glibc reads these)
+                    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(32 * 2 ** 20))
+                    os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", str(2 ** 31 - 1))
             except (OSError, AttributeError):                      # not glibc: nothing to do
                 pass
     return _TUNED["done"]

@@ -176,6 +176,7 @@ class RunSection(Section):
     cache: Str = ".nado-cache"
     device: Str = "auto"          # "auto" | "cpu" | "cuda" | "cuda:N" (nado.device)
     tensorboard: Bool = True      # event files in the run folder when tensorboard is installed
+    jobs: Positive = 1            # task conditions in this many worker processes (nado.pipeline.parallel)
 
     @field_validator("device")
     @classmethod

@@ -127,6 +127,12 @@ class StageCache:
         self._seen.add(d)
         return d, done
 
+    def adopt(self, names: list[str]) -> None:
+        """Count the finished folders ``names`` (folder names under ``root``, computed or reused by
+        another process of this run: :mod:`nado.pipeline.parallel`) as already seen by this run,
+        so ``fresh`` reuses them instead of computing them again."""
+        self._seen.update(self.root / n for n in names)
+
     def finish(self, folder: Path, summary: dict | None = None) -> None:
         """Mark ``folder`` done (with an optional summary and the stage's seconds) and release
         its lock."""

@@ -43,14 +43,17 @@ from .scenario import Scenario, dump_toml, load_scenario
 
 def run_scenario(path: str | Path, out: str | Path | None = None, fresh: bool = False,
                  quick: bool = False, *, cache_dir: str | Path | None = None,
-                 progress: bool = True, device: str | None = None) -> dict[str, Any]:
+                 progress: bool = True, device: str | None = None,
+                 jobs: int | None = None) -> dict[str, Any]:
     """Run the scenario at ``path``; return the results dict (also written to ``OUT/results.json``).
 
     ``out``: the run folder (default ``run.out/run.name``, relative to the working directory);
     ``fresh``: ignore cached stages; ``quick``: merge the scenario's ``[budget]`` tables first;
-    ``cache_dir``: the stage cache (default ``run.cache``); ``device``: replaces ``[run] device``.
+    ``cache_dir``: the stage cache (default ``run.cache``); ``device``: replaces ``[run] device``;
+    ``jobs``: replaces ``[run] jobs`` (task conditions in parallel processes,
+    :mod:`nado.pipeline.parallel`).
     """
-    sc = with_device(load_scenario(path, quick=quick), device)
+    sc = with_jobs(with_device(load_scenario(path, quick=quick), device), jobs)
     run_dir = Path(out) if out is not None else Path(sc.run.out) / sc.run.name
     cache = StageCache(Path(cache_dir) if cache_dir is not None else Path(sc.run.cache), fresh=fresh)
     return Runner(sc, run_dir, cache, progress=progress).run()
@@ -116,6 +119,15 @@ class Runner:
                 self.device_stages(kind, clients[kind])
             from .networks import run_networks
             with self.timed("networks"):
+                self.results["jobs"] = jobs = min(self.sc.run.jobs, len(conditions))
+                if jobs > 1:
+                    import torch
+                    from .parallel import compute_conditions
+                    used = compute_conditions(
+                        Runner, self.sc, [c.name for c in conditions], self.cache.root, jobs,
+                        fresh=self.cache.fresh, adopt=self.cache.hits + self.cache.misses,
+                        threads=torch.get_num_threads(), log=self.log)
+                    self.cache.adopt(used)        # every condition's stages: now cache hits
                 run_networks(self, conditions, clients)
         self.results["instrument_s"]["total"] = float(sum(
             v for k, v in self.results["instrument_s"].items() if k != "total"))
@@ -131,6 +143,21 @@ class Runner:
             write_run_events(self.run_dir, self.results, self.twin_histories)
         self.log(f"results: {self.run_dir / 'results.json'}  report: {self.run_dir / 'report.md'}")
         return self.results
+
+    def compute_conditions(self, names) -> None:
+        """Only the stages of the task conditions ``names``, into the cache, no report: the work
+        of one worker process of :mod:`nado.pipeline.parallel` (the device stages are cache hits
+        there: the run computed them before it started the workers)."""
+        from ..tasks.adapt import build_conditions
+        conditions = [c for c in build_conditions(self.sc) if c.name in set(names)]
+        for c in conditions:
+            self.results["conditions"][c.name] = {"info": c.info}
+        self.keys["task"] = {c.name: task_digest(c) for c in conditions}
+        with open_rigs(self.sc) as (_, clients):
+            for kind in self.sc.kinds:
+                self.device_stages(kind, clients[kind])
+            from .networks import run_networks
+            run_networks(self, conditions, clients)
 
     # ------------------------------------------------------------------ device stages
     def device_stages(self, kind: str, client) -> None:
@@ -254,6 +281,16 @@ def with_device(sc: Scenario, device: str | None) -> Scenario:
     if device is None:
         return sc
     return replace(sc, run=sc.run.model_copy(update={"device": check_device_spec(device, "--device")}))
+
+
+def with_jobs(sc: Scenario, jobs: int | None) -> Scenario:
+    """The scenario with ``jobs`` (``--jobs``, when given) as its ``[run] jobs``; at least 1."""
+    if jobs is None:
+        return sc
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"--jobs must be a whole number >= 1 (worker processes for the task "
+                          f"conditions), got {jobs!r}")
+    return replace(sc, run=sc.run.model_copy(update={"jobs": jobs}))
 
 
 @contextlib.contextmanager

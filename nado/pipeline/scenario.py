@@ -3,7 +3,8 @@
 Sections (every key optional unless marked; defaults in the dataclasses below)::
 
     [run]      name (default: the scenario file's stem), seed, out (parent folder of run folders),
-               cache (stage cache folder)
+               cache (stage cache folder), device, tensorboard, jobs (task conditions in that
+               many worker processes: nado.pipeline.parallel)
     [station]  path = "builtin" | "path/to/station.toml" (relative to the scenario file)
                endpoint = "tcp://host:port" (attach to a running server instead)
                bind = "ipc" | "inproc" (how an in-process station is served), timeout_s

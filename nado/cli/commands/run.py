@@ -1,4 +1,5 @@
-"""``nado run SCENARIO.toml [--out DIR] [--fresh] [--quick] [--cache DIR] [--check]``: the main job."""
+"""``nado run SCENARIO.toml [--out DIR] [--fresh] [--quick] [--cache DIR] [--check] [--jobs N]``:
+the main job."""
 from __future__ import annotations
 
 
@@ -13,6 +14,9 @@ def register(sub) -> None:
     p.add_argument("--cache", metavar="DIR", help="stage cache folder (default: run.cache)")
     p.add_argument("--check", action="store_true", help="validate the scenario and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (stage lines still go to stderr)")
+    p.add_argument("--jobs", type=int, metavar="N",
+                   help="task conditions (visibilities, ...) in N worker processes sharing this "
+                        "process's torch threads (default: the scenario's [run] jobs, else 1)")
     from .._stage import add_device
     add_device(p)
     p.set_defaults(func=run)
@@ -21,14 +25,16 @@ def register(sub) -> None:
 def run(args) -> int:
     if args.check:
         from ...pipeline.scenario import load_scenario
-        from ...pipeline.run import with_device
-        sc = with_device(load_scenario(args.scenario, quick=args.quick), args.device)
+        from ...pipeline.run import with_device, with_jobs
+        sc = with_jobs(with_device(load_scenario(args.scenario, quick=args.quick), args.device),
+                       args.jobs)
         print(f"{args.scenario}: valid (task {sc.task.kind}, layers {list(sc.network.layers)}, "
               f"variants {list(sc.variants.names)})")
         return 0
     from ...pipeline.run import run_scenario
     res = run_scenario(args.scenario, out=args.out, fresh=args.fresh, quick=args.quick,
-                       cache_dir=args.cache, progress=not args.no_progress, device=args.device)
+                       cache_dir=args.cache, progress=not args.no_progress, device=args.device,
+                       jobs=args.jobs)
     nets = res.get("networks", {})
     for v, r in nets.items():
         s, t = r.get("sim") or {}, r.get("transfer") or {}

@@ -23,14 +23,7 @@ from typing import Any
 
 from ...io import write_json_atomic
 from ..cache import StageCache
-
-
-def pin_threads(threads: int) -> None:
-    """Use ``threads`` CPU threads for torch and the BLAS libraries started after this call."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(threads)
-    import torch
-    torch.set_num_threads(int(threads))
+from ..parallel import pin_threads
 
 
 def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
@@ -41,9 +34,10 @@ def run_trial(spec: dict[str, Any]) -> dict[str, Any]:
     cache = None
     try:
         pin_threads(int(spec.get("threads", 1)))
-        from ..run import Runner
+        from ..run import Runner, with_jobs
         from ..scenario import load_scenario
-        sc = load_scenario(spec["toml"], quick=bool(spec.get("quick", False)))
+        # the sweep runs trials side by side; a trial's task conditions stay in its process
+        sc = with_jobs(load_scenario(spec["toml"], quick=bool(spec.get("quick", False))), 1)
         cache = StageCache(spec["cache_dir"])
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / "log.txt", "w") as logf, contextlib.redirect_stderr(logf):
