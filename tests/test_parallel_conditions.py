@@ -60,11 +60,16 @@ def test_conditions_in_workers_equal_a_sequential_run(tmp_path):
     assert _networks(par) == _networks(seq) == _networks(fresh)
     assert _networks(par)["vis25"] != _networks(par)["vis20"]     # each condition its own work
     network_stages = [n for n in seq["cache"]["misses"] if not n.startswith(DEVICE_STAGES)]
-    assert len(network_stages) >= 6                  # the sequential run computed them itself
-    for res in (par, fresh):                         # the parallel runs: all from their workers
-        assert not [n for n in res["cache"]["misses"] if not n.startswith(DEVICE_STAGES)]
-        assert set(network_stages) <= set(res["cache"]["hits"])
-    assert {n.split("-")[0] for n in fresh["cache"]["misses"]} == {"collect", "ode", "sde", "twinreport"}
+    assert len(network_stages) >= 6 and not seq["cache"]["computed_in_workers"]
+    for res in (par, fresh):     # the parallel runs: every network stage computed once, by a worker
+        assert sorted(res["cache"]["computed_in_workers"]) == sorted(network_stages)
+        assert sorted(res["cache"]["misses"]) == sorted(set(res["cache"]["misses"]))
+        assert not set(network_stages) & set(res["cache"]["hits"])     # reported as computed
+    assert {n.split("-")[0] for n in fresh["cache"]["misses"]} == {
+        "collect", "ode", "sde", "twinreport", "train", "transfer", "baseline", "software"}
+    rows = [line for line in (tmp_path / "fresh" / "report.md").read_text().splitlines()
+            if line.startswith("| train-")]
+    assert len(rows) == 4 and all(r.endswith("| computed |") for r in rows), rows
     saved = json.loads((tmp_path / "par" / "results.json").read_text())
     assert saved["jobs"] == 2 and _networks(saved) == _networks(par)
 

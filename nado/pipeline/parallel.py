@@ -59,13 +59,13 @@ def split(names: Sequence[str], workers: int) -> list[list[str]]:
 
 def compute_conditions(runner: type, sc, names: Sequence[str], cache_root: Path, jobs: int, *,
                        fresh: bool, adopt: Sequence[str], threads: int,
-                       log: Callable[[str], None]) -> list[str]:
+                       log: Callable[[str], None]) -> tuple[list[str], list[str]]:
     """Compute the stages of the conditions ``names`` in ``min(jobs, len(names))`` worker
     processes with ``threads // workers`` torch threads each (at least 1), each with a
     ``runner`` (:class:`nado.pipeline.run.Runner`, passed in so this module does not import the
     run that uses it) of the scenario ``sc``; ``adopt``: the cache folders this run already used
     (the device stages), which a ``fresh`` worker must reuse, not redo. Returns the cache folder
-    names the workers used (computed or reused). Raises :class:`ConditionError` when a worker
+    names the workers used: ``(reused, computed)``. Raises :class:`ConditionError` when a worker
     fails."""
     groups = split(names, jobs)
     per_worker = max(1, int(threads) // len(groups))
@@ -73,25 +73,29 @@ def compute_conditions(runner: type, sc, names: Sequence[str], cache_root: Path,
         f"{per_worker} torch thread(s) each")
     specs = [{"runner": runner, "scenario": sc, "names": g, "cache": str(cache_root), "fresh": fresh,
               "adopt": list(adopt), "threads": per_worker} for g in groups]
-    used: list[str] = []
+    reused: list[str] = []
+    computed: list[str] = []
     failed: list[str] = []
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=len(groups), mp_context=ctx) as pool:
         futures = [(spec["names"], pool.submit(run_worker, spec)) for spec in specs]
         for group, fut in futures:
             try:
-                used += fut.result()
+                hits, misses = fut.result()
+                reused += hits
+                computed += misses
             except Exception as exc:  # noqa: BLE001 - reported below, after every worker ended
                 failed.append(f"{', '.join(group)}: {type(exc).__name__}: {exc}")
     if failed:
         raise ConditionError("task conditions failed in their worker processes (the stages they "
                              "finished are cached; run again to resume):\n  " + "\n  ".join(failed))
-    return used
+    return reused, computed
 
 
-def run_worker(spec: dict[str, Any]) -> list[str]:
+def run_worker(spec: dict[str, Any]) -> tuple[list[str], list[str]]:
     """One worker (see the module docstring): pin the threads, compute the conditions' stages
-    into the shared cache, return the cache folder names used. Stage lines go to stderr."""
+    into the shared cache, return the cache folder names it reused and computed. Stage lines go
+    to stderr."""
     pin_threads(int(spec["threads"]))
     cache = StageCache(spec["cache"], fresh=bool(spec["fresh"]))
     cache.adopt(spec["adopt"])
@@ -101,4 +105,4 @@ def run_worker(spec: dict[str, Any]) -> list[str]:
                 spec["names"])
         finally:
             cache.release_all()
-    return list(dict.fromkeys(cache.hits + cache.misses))
+    return list(dict.fromkeys(cache.hits)), list(dict.fromkeys(cache.misses))

@@ -248,7 +248,10 @@ def markdown(results: dict, figures: dict[str, str]) -> str:
     t = results["timing"]
     out += ["", "## Time", "", f"Wall time {t.get('total', 0):.1f} s; instrument time "
             f"{results['instrument_s'].get('total', 0):.1f} s. Cache: {len(results['cache'].get('hits', []))} "
-            f"stages reused, {len(results['cache'].get('misses', []))} computed.", "",
+            f"stages reused, {len(results['cache'].get('misses', []))} computed"
+            + (f" ({len(results['cache']['computed_in_workers'])} of them by {results['jobs']} "
+               "worker processes, `[run] jobs`)"
+               if results["cache"].get("computed_in_workers") else "") + ".", "",
             "| stage | seconds |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in t.items()]
     out += _stage_seconds(results["cache"])
     v = results["versions"]

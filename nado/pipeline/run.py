@@ -76,6 +76,7 @@ class Runner:
         self.keys: dict[str, str] = {}
         self.figures: dict[str, str] = {}
         self.twin_histories: dict[str, dict[str, Any]] = {}   # {kind: {ode, sde}} for TensorBoard
+        self.computed_in_workers: list[str] = []   # cache folders this run's workers computed
 
     # ------------------------------------------------------------------ plumbing
     @contextlib.contextmanager
@@ -123,17 +124,22 @@ class Runner:
                 if jobs > 1:
                     import torch
                     from .parallel import compute_conditions
-                    used = compute_conditions(
+                    reused, computed = compute_conditions(
                         Runner, self.sc, [c.name for c in conditions], self.cache.root, jobs,
                         fresh=self.cache.fresh, adopt=self.cache.hits + self.cache.misses,
                         threads=torch.get_num_threads(), log=self.log)
-                    self.cache.adopt(used)        # every condition's stages: now cache hits
+                    self.cache.adopt(reused + computed)   # every condition's stages: now hits
+                    self.computed_in_workers = computed
                 run_networks(self, conditions, clients)
         self.results["instrument_s"]["total"] = float(sum(
             v for k, v in self.results["instrument_s"].items() if k != "total"))
         self.results["timing"]["total"] = round(time.perf_counter() - t0, 3)
-        self.results["cache"] = {"dir": str(self.cache.root), "hits": self.cache.hits,
-                                 "misses": self.cache.misses, "seconds": dict(self.cache.seconds)}
+        # stages this run's workers computed are hits here, but computed by this run
+        workers = [n for n in self.computed_in_workers if n in set(self.cache.hits)]
+        self.results["cache"] = {"dir": str(self.cache.root),
+                                 "hits": [n for n in self.cache.hits if n not in set(workers)],
+                                 "misses": self.cache.misses + workers,
+                                 "computed_in_workers": workers, "seconds": dict(self.cache.seconds)}
         from .report import write_report
         with self.timed("report"):
             self.results["files"] = write_report(self.run_dir, self.results, self.figures)
