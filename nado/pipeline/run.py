@@ -105,12 +105,8 @@ class Runner:
         t0 = time.perf_counter()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(self.run_dir / "scenario.toml", dump_toml(self.sc.to_dict()).encode())
-        from ..tasks.adapt import build_conditions
         with self.timed("task"):
-            conditions = build_conditions(self.sc)
-        for c in conditions:
-            self.results["conditions"][c.name] = {"info": c.info}
-        self.keys["task"] = {c.name: task_digest(c) for c in conditions}
+            conditions = self.task_conditions()
         with open_rigs(self.sc) as (endpoint, clients):
             self.results["station"] = {"endpoint": endpoint,
                                        "started_here": endpoint is not None and not self.sc.station.endpoint,
@@ -135,7 +131,8 @@ class Runner:
             v for k, v in self.results["instrument_s"].items() if k != "total"))
         self.results["timing"]["total"] = round(time.perf_counter() - t0, 3)
         # stages this run's workers computed are hits here, but computed by this run
-        workers = [n for n in self.computed_in_workers if n in set(self.cache.hits)]
+        hits = set(self.cache.hits)
+        workers = [n for n in self.computed_in_workers if n in hits]
         self.results["cache"] = {"dir": str(self.cache.root),
                                  "hits": [n for n in self.cache.hits if n not in set(workers)],
                                  "misses": self.cache.misses + workers,
@@ -150,15 +147,21 @@ class Runner:
         self.log(f"results: {self.run_dir / 'results.json'}  report: {self.run_dir / 'report.md'}")
         return self.results
 
+    def task_conditions(self, names=None) -> list:
+        """The scenario's task conditions (those named in ``names``, or all), each recorded in the
+        results with its data's digest (the key of its stages)."""
+        from ..tasks.adapt import build_conditions
+        conditions = [c for c in build_conditions(self.sc) if names is None or c.name in names]
+        for c in conditions:
+            self.results["conditions"][c.name] = {"info": c.info}
+        self.keys["task"] = {c.name: task_digest(c) for c in conditions}
+        return conditions
+
     def compute_conditions(self, names) -> None:
         """Only the stages of the task conditions ``names``, into the cache, no report: the work
         of one worker process of :mod:`nado.pipeline.parallel` (the device stages are cache hits
         there: the run computed them before it started the workers)."""
-        from ..tasks.adapt import build_conditions
-        conditions = [c for c in build_conditions(self.sc) if c.name in set(names)]
-        for c in conditions:
-            self.results["conditions"][c.name] = {"info": c.info}
-        self.keys["task"] = {c.name: task_digest(c) for c in conditions}
+        conditions = self.task_conditions(names)
         with open_rigs(self.sc) as (_, clients):
             for kind in self.sc.kinds:
                 self.device_stages(kind, clients[kind])
