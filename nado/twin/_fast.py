@@ -178,13 +178,15 @@ class _Sequence(torch.autograd.Function):
         steps = u.shape[1]
         groups, c = w1.shape[0], y.shape[1]
         mdt = mdt or y.dtype
-        # per network: weights as (out, in) (F.linear's layout), in the matmul dtype
-        w1s = [w1[g].t().to(mdt).contiguous() for g in range(groups)]
+        # per network, in the matmul dtype, as (out, in) (F.linear's layout); the backward
+        # multiplies by the same tensors from the other side
+        w1s = [w1[g].t().to(mdt).contiguous() for g in range(groups)]                # (H, K)
         layers = [[(hidden[i][g].t().to(mdt).contiguous(), hidden[i + 1][g, 0].to(mdt))
-                   for g in range(groups)] for i in range(0, len(hidden), 2)]
-        w_drift = wo[0].t().to(mdt).contiguous()                          # (C, H)
-        if groups > 1:                                                     # diffusion heads only
-            w_diff, b_diff = wo[1][:, :nw].t().to(mdt).contiguous(), bo[1, 0, :nw].to(mdt)
+                   for g in range(groups)] for i in range(0, len(hidden), 2)]          # (H, H)
+        outs = [wo[0].t().to(mdt).contiguous()]                                        # (C, H)
+        if groups > 1:                                                 # diffusion heads only
+            outs.append(wo[1][:, :nw].t().to(mdt).contiguous())                        # (N_w, H)
+            b_diff = bo[1, 0, :nw].to(mdt)
         acts = []                 # per step and layer, one (B, H) per network: fresh tensors,
         d = []                    # not one huge buffer (first-touch page faults cost more)
         z = []
@@ -195,9 +197,9 @@ class _Sequence(torch.autograd.Function):
             for layer in layers:
                 hid = [_dense(h, w, b, sigmoid=True) for h, (w, b) in zip(hid, layer)]
                 acts += hid
-            y = torch.addmm(_dense(hid[0], w_drift, None).to(y.dtype), y, m)
+            y = torch.addmm(_dense(hid[0], outs[0], None).to(y.dtype), y, m)
             if dw is not None:
-                v = _dense(hid[1], w_diff, b_diff).to(y.dtype)
+                v = _dense(hid[1], outs[1], b_diff).to(y.dtype)
                 d.append(torch.sigmoid(v).mul_(dw[t]))
                 y[:, c - nw:] += torch.nn.functional.softplus(v).mul_(dw[t])
             if t + 1 < steps:
@@ -205,28 +207,24 @@ class _Sequence(torch.autograd.Function):
             z.append(y[:, zc:zc + n])
         z = torch.stack(z, 1)
         ctx.meta, ctx.n_layers, ctx.steps, ctx.groups = meta, len(layers), steps, groups
-        ctx.save_for_backward(w1, wo, m, *hidden, *acts, *d)
+        ctx.save_for_backward(m, *w1s, *[w for layer in layers for w, _ in layer], *outs,
+                              *acts, *d)
         return z
 
     @staticmethod
     def backward(ctx, gz):
         k, nw, n_in, zc, n, _ = ctx.meta
         saved = ctx.saved_tensors
-        w1, wo, m = saved[:3]
         nl, steps, groups = ctx.n_layers, ctx.steps, ctx.groups
-        weights = [saved[3 + 2 * i] for i in range(nl)]
+        m, rest = saved[0], list(saved[1:])
+        w1s, rest = rest[:groups], rest[groups:]                       # the forward's weights
+        wts = [rest[i * groups:(i + 1) * groups] for i in range(nl)]
+        outs, rest = rest[nl * groups:nl * groups + groups], rest[nl * groups + groups:]
         per_step = (nl + 1) * groups
-        acts = saved[3 + 2 * nl:3 + 2 * nl + per_step * steps]
-        d = saved[3 + 2 * nl + per_step * steps:] or None
+        acts, d = rest[:per_step * steps], rest[per_step * steps:] or None
         bsz, mdt = gz.shape[0], acts[0].dtype              # the matmul dtype of the forward
         c = m.shape[0]
-        # the transposes of the forward's weights, contiguous (a transposed view is ~2x slower)
-        w1t = [w1[g].t().to(mdt).contiguous() for g in range(groups)]            # (H, K)
-        wts = [[w[g].t().to(mdt).contiguous() for g in range(groups)] for w in weights]
-        wot = [wo[0].t().to(mdt).contiguous()]                                  # (C, H)
-        if groups > 1:
-            wot.append(wo[1][:, :nw].t().to(mdt).contiguous())                  # (N_w, H)
-        mt = m.t().contiguous()
+        mt = m.t().contiguous()             # contiguous: a transposed view is ~2x slower here
         g = gz.new_zeros(bsz, c)
         gu = gz.new_zeros(bsz, steps, n_in)
         for t in range(steps - 1, -1, -1):
@@ -237,12 +235,12 @@ class _Sequence(torch.autograd.Function):
                 g[:, :n_in] = 0.0
             g_new = torch.mm(g, mt)
             go = [g.to(mdt)] + ([(g[:, c - nw:] * d[t]).to(mdt)] if d is not None else [])
-            gh = [torch.mm(go_q, w) for go_q, w in zip(go, wot)]
+            gh = [torch.mm(go_q, w) for go_q, w in zip(go, outs)]
             for i in range(nl - 1, -1, -1):
                 gh = [torch.mm(_sigmoid_backward_(gh[q], a[(i + 1) * groups + q]), wts[i][q])
                       for q in range(groups)]
             for q in range(groups):
-                g_new[:, :k] += torch.mm(_sigmoid_backward_(gh[q], a[q]), w1t[q])
+                g_new[:, :k] += torch.mm(_sigmoid_backward_(gh[q], a[q]), w1s[q])
             g = g_new
         return (gu, g, None, None, None, None, None, None) + (None,) * (2 * nl)
 
