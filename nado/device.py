@@ -66,14 +66,15 @@ def to_device(array, device: torch.device, dtype: torch.dtype = torch.float32) -
     """numpy array (or tensor) -> tensor of ``dtype`` on ``device``.
 
     CPU: no copy when the dtype already matches. CUDA: through pinned memory with
-    ``non_blocking=True``, so the transfer is queued behind the kernels already launched."""
+    ``non_blocking=True``, so the transfer is queued behind the kernels already launched. Other
+    devices (pinned memory is CUDA's; the tests' ``meta`` device audit): a plain copy."""
     if torch.is_tensor(array):
         t = array
     else:
         t = torch.from_numpy(np.ascontiguousarray(array))
     if device.type == "cpu":
         return t.to(dtype)
-    if t.device.type == "cpu":
+    if device.type == "cuda" and t.device.type == "cpu":
         t = t.to(dtype).pin_memory()
     return t.to(device, dtype=dtype, non_blocking=True)
 

@@ -6,6 +6,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from nado.cli import main
 from nado.device import check_device_spec, resolve_device, to_device
@@ -275,3 +277,98 @@ def test_every_variant_of_the_pipeline_runs_on_cuda(tmp_path):
     for depth in ("L2", "L3"):
         for v in ("direct", "cascade"):
             assert np.isfinite(cond["by_depth"][depth][v]["transfer"]["mse"]), (depth, v)
+
+
+# ---------------------------------------------------------------- the GPU code path, audited on a CPU
+# No GPU is needed to check that the hot loops keep to one device. They run on torch's ``meta``
+# device (shapes without data; it takes the non-CPU code path: ``_dense`` is ``mm``/``addmm``
+# there, as on CUDA) under a dispatch mode that sees every aten op, forward, backward and the
+# optimiser. Any op touching a tensor off that device is recorded: a tensor the step creates on
+# the host (CUDA would refuse to mix it, or copy it on every step) or a host-device copy. 0-d CPU
+# tensors are exempt (every device accepts them as scalars). This is stricter than CUDA, which
+# silently copies a CPU index tensor or a CPU scalar list per step.
+class DeviceAudit(TorchDispatchMode):
+    def __init__(self, device: str):
+        super().__init__()
+        self.device, self.ops, self.off = torch.device(device), 0, []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.ops += 1
+        ts = [t for t in tree_flatten((args, kwargs, out))[0] if isinstance(t, torch.Tensor)]
+        if any(t.device != self.device and not (t.device.type == "cpu" and t.dim() == 0) for t in ts):
+            self.off.append((str(func), sorted({str(t.device) for t in ts})))
+        return out
+
+
+def _nra_like_twin(kind="sde", **kw):
+    from nado.twin import Twin, TwinConfig
+    torch.manual_seed(0)
+    return Twin(TwinConfig(kind=kind, n_in=1, n_obs=1, n_delay=5, n_aux=10 if kind == "sde" else 0,
+                           width=16, input_lo=(0.0,), input_hi=(80.0,), **kw))
+
+
+def test_the_audit_catches_a_host_tensor_in_a_device_step():
+    """The audit itself: a step that builds an index on the host is caught, its device twin not."""
+    x = torch.zeros(8, 6, device="meta")
+    with DeviceAudit("meta") as bad:
+        (x[:, torch.arange(3)] * 2).sum()
+    with DeviceAudit("meta") as good:
+        (x[:, torch.arange(3, device="meta")] * 2).sum()
+    assert bad.off and not good.off and good.ops >= 3
+
+
+@pytest.mark.parametrize("path", ["frozen", "trainable", "general", "substeps"])
+def test_twin_integration_keeps_to_the_device(path):
+    """Forward and backward of each integration path (the networks' frozen-twin sequence with its
+    hand-written backward, the fits' autograd step, the general path, substeps) on a device: not
+    one op reads or makes a tensor elsewhere."""
+    from nado.twin.integrate import integrate
+    twin = _nra_like_twin(substeps=2 if path == "substeps" else 1).to("meta")
+    if path == "frozen":
+        twin.requires_grad_(False)
+    u = torch.zeros(64, 12, 1, device="meta", requires_grad=True)
+    y0 = torch.zeros(64, 6, device="meta")
+    dw = torch.zeros(12 * (2 if path == "substeps" else 1), 64, 11, device="meta")
+    with DeviceAudit("meta") as audit:
+        z = integrate(twin.packed(True), u, y0, method="euler", dw=dw,
+                      fast=path != "general", substeps=2 if path == "substeps" else 1)
+        (z ** 2).mean().backward()
+    assert u.grad is not None and u.grad.device.type == "meta"
+    assert (z.grad_fn.name() == "_SequenceBackward") == (path == "frozen")
+    assert audit.ops > 100 and audit.off == [], audit.off[:5]
+
+
+@pytest.mark.parametrize("model, precision, tbptt", [("sde", "float32", None), ("sde", "bfloat16", None),
+                                                    ("sde", "float32", 3), ("ode", "float32", None),
+                                                    ("leaky", "float32", None)])
+def test_a_training_step_copies_only_its_batch_to_the_device(model, precision, tbptt):
+    """:func:`nado.network.train.train_step`, the step ``fit`` repeats (forward through the
+    twins with noise, loss, backward, clipping, Adam), twice on a device: per step exactly two
+    host-to-device copies (the batch's inputs and labels) and no other op off the device: noise,
+    initial states and every intermediate are made on the device."""
+    from nado.network.config import TrainConfig
+    from nado.network.data import TaskData
+    from nado.network.model import Network
+    from nado.network.software import SoftwareNetwork
+    from nado.network.train import _batches, train_step
+    rng = np.random.default_rng(0)
+    x, y = rng.random((40, 6, 20), dtype=np.float32), rng.integers(0, 3, 40)
+    task = TaskData("classification", x, y, x, y, n_classes=3)
+    config = TrainConfig(nodes=(8, 8), batch_size=16, clip_norm=1.0, precision=precision,
+                         tbptt=tbptt, burn_in=2 if tbptt else 0, segments_per_epoch=32)
+    if model == "leaky":
+        net = SoftwareNetwork(20, [8, 8], 3, kind="leaky").to("meta")
+    else:
+        twin = _nra_like_twin(model).to("meta")
+        net = Network([twin, twin], [8, 8], 20, 3, seed=0)
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-3)
+    batches = list(_batches(task, config, rng, "ce_last"))[:2]
+    for batch in batches:
+        with DeviceAudit("meta") as audit:
+            loss = train_step(net, opt, batch, config, "ce_last", None, torch.device("meta"), precision)
+        assert loss.device.type == "meta" and audit.ops > 50
+        # each of the two numpy arrays: wrapped (``from_numpy``: no copy), then copied over
+        assert audit.off == [("aten.lift_fresh.default", ["cpu"]),
+                             ("aten._to_copy.default", ["cpu", "meta"])] * 2, audit.off[:5]
+    assert all(p.grad.device.type == "meta" for p in opt.param_groups[0]["params"])

@@ -151,6 +151,26 @@ def _train_forward(model, xb: np.ndarray, xburn: np.ndarray | None, noise: bool,
     return model(to_device(xb, device), noise=noise, generator=gen, **kw).outputs
 
 
+def train_step(model, opt: torch.optim.Optimizer, batch: tuple, config: TrainConfig, kind: str,
+               gen: torch.Generator | None, device: torch.device, precision: str) -> torch.Tensor:
+    """One optimiser step on one batch of :func:`_batches` (``(x, y, x_burn, steps, washout)``,
+    numpy): the batch is copied to ``device`` (the step's only host-to-device copies), the forward
+    runs with the twins' matmuls in ``precision``, then backward, gradient clipping
+    (``config.clip_norm``) and ``opt.step()``. Returns the loss as a 0-d tensor on ``device``,
+    detached (no device sync here; :func:`fit` averages the losses once per epoch)."""
+    xb, yb, xburn, steps, wash = batch
+    with matmul_precision(precision):
+        out = _train_forward(model, xb, xburn, config.noise, gen, device)
+    yt = to_device(yb, device, torch.float32 if kind == "mse" else torch.long)
+    loss = task_loss(kind, out, yt, steps, wash)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.clip_norm:
+        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], config.clip_norm)
+    opt.step()
+    return loss.detach()
+
+
 def _score(task: TaskData, m: dict) -> float:
     """Higher is better: accuracy, or -nmse."""
     return m["accuracy"] if task.kind == "classification" else -m["nmse"]
@@ -265,17 +285,8 @@ def fit(model, task_data: Any, config: TrainConfig | dict | None = None, *, seed
     for epoch in bar:
         model.train()
         losses = []
-        for xb, yb, xburn, steps, wash in _batches(task, config, rng, kind):
-            with matmul_precision(hist["precision"]):
-                out = _train_forward(model, xb, xburn, config.noise, gen, device)
-            yt = to_device(yb, device, torch.float32 if kind == "mse" else torch.long)
-            loss = task_loss(kind, out, yt, steps, wash)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.clip_norm:
-                torch.nn.utils.clip_grad_norm_(params, config.clip_norm)
-            opt.step()
-            losses.append(loss.detach())     # no per-step device sync: averaged once per epoch
+        for batch in _batches(task, config, rng, kind):
+            losses.append(train_step(model, opt, batch, config, kind, gen, device, hist["precision"]))
         if sched is not None:
             sched.step()
         model.eval()
