@@ -286,7 +286,9 @@ def test_every_variant_of_the_pipeline_runs_on_cuda(tmp_path):
 # optimiser. Any op touching a tensor off that device is recorded: a tensor the step creates on
 # the host (CUDA would refuse to mix it, or copy it on every step) or a host-device copy. 0-d CPU
 # tensors are exempt (every device accepts them as scalars). This is stricter than CUDA, which
-# silently copies a CPU index tensor or a CPU scalar list per step.
+# silently copies a CPU index tensor or a CPU scalar list per step. A meta tensor has no data,
+# so ``.item()``, ``bool(t)``, ``.tolist()`` or ``nonzero`` raise there: a step that runs on it
+# never waits for the device (no host sync per step).
 class DeviceAudit(TorchDispatchMode):
     def __init__(self, device: str):
         super().__init__()
