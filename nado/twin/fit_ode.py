@@ -109,11 +109,11 @@ def fit_ode(dataset, config: TwinConfig | None = None, *, seed: int = 0, epochs:
             torch.nn.utils.clip_grad_norm_(twin.parameters(), 1.0)
             opt.step()
             sched.step()
-            losses.append(float(loss.detach()))
+            losses.append(loss.detach())   # read back once per epoch: no device sync per step
         with torch.no_grad():
             u, y0, target = win_val.window(val_all, torch.zeros_like(val_all), win_val.steps)
             val = float(((_from_embedded(twin, u, y0) - target) ** 2).mean())
-        history["train_loss"].append(float(np.mean(losses)))
+        history["train_loss"].append(float(np.mean(torch.stack(losses).tolist())))
         history["val_loss"].append(val)
         if val < best:
             best, best_state = val, copy.deepcopy(twin.state_dict())

@@ -255,8 +255,19 @@ def fit_sde(dataset, ode_twin: Twin | None = None, config: TwinConfig | None = N
     best_w1, best_state = validate(0, "start"), snapshot()
     history["best"] = history["val"][-1]
 
+    # the iterations' losses stay on the device and are read back at each validation (which
+    # reads the device anyway), not once per iteration: no device sync per step on a GPU
+    pending: dict[str, list[Tensor]] = {"warm_loss": [], "critic_loss": [], "gen_loss": []}
+
+    def read_losses() -> None:
+        for key, losses in pending.items():
+            if losses:
+                history[key] += torch.stack(losses).tolist()
+                losses.clear()
+
     def consider(it: int, phase: str) -> None:
         nonlocal best_w1, best_state
+        read_losses()
         dist = validate(it, phase)
         if dist < best_w1:
             best_w1, best_state = dist, snapshot()
@@ -270,7 +281,7 @@ def fit_sde(dataset, ode_twin: Twin | None = None, config: TwinConfig | None = N
         loss.backward()
         torch.nn.utils.clip_grad_norm_(g_params, 1.0)
         opt.step()
-        history["warm_loss"].append(float(loss.detach()))
+        pending["warm_loss"].append(loss.detach())
         bar.update()
         if it % eval_every == 0 or it == warm_iters:
             consider(it, "warm")
@@ -307,12 +318,13 @@ def fit_sde(dataset, ode_twin: Twin | None = None, config: TwinConfig | None = N
         torch.nn.utils.clip_grad_norm_(g_params, 1.0)
         opt.step()
         critic.zero_grad(set_to_none=True)
-        history["critic_loss"].append(float(loss_c.detach()))
-        history["gen_loss"].append(float(loss_g.detach()))
+        pending["critic_loss"].append(loss_c.detach())
+        pending["gen_loss"].append(loss_g.detach())
         bar.update()
         if it % eval_every == 0 or it == gan_iters:
             consider(warm_iters + it, "gan")
     bar.close()
+    read_losses()
     twin.load_state_dict(best_state)
     for p in twin.parameters():
         p.requires_grad_(True)
