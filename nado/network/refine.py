@@ -191,8 +191,8 @@ def finetune_twin(twin, sources: Sequence[tuple[np.ndarray, np.ndarray, np.ndarr
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 opt.step()
-                losses.append(float(loss.detach()))
-            hist["loss"].append(float(np.mean(losses)))
+                losses.append(loss.detach())      # read back once per epoch (no sync per step)
+            hist["loss"].append(float(np.mean(torch.stack(losses).tolist())))
     for p in params:
         p.requires_grad_(False)
     new.eval()
