@@ -80,10 +80,14 @@ def test_packed_euler_step_equals_general_step_in_float64(delays, n_delay, n_obs
             assert torch.allclose(a, b, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("mkl_tuned", [True, False])
 @pytest.mark.parametrize("noise", [True, False])
-def test_fused_cpu_kernel_keeps_the_step_exact_to_float32_rounding(noise):
+def test_fused_cpu_kernel_keeps_the_step_exact_to_float32_rounding(noise, mkl_tuned, monkeypatch):
     """The frozen-twin sequence's hidden layers run as one fused oneDNN kernel on a CPU in
-    float32 (nado.twin._fast._dense); float64 takes the plain mm + sigmoid kernels. On the same
+    float32 (nado.twin._fast._dense); float64 takes the plain mm + sigmoid kernels. Its other
+    matmuls (output layers, the backward's products) are MKL's ``mm`` where MKL runs tuned
+    kernels and oneDNN matmuls where it does not (``_MKL_TUNED``, by the CPU's vendor): both
+    choices are checked here on whatever CPU runs the test. On the same
     twin, inputs and noise (64 trajectories x 30 steps of a random NRA-shaped SDE twin), the
     float32 trajectories and input gradients agree with float64's to float32 rounding as this
     random twin amplifies it over 30 steps. Measured on an Intel Xeon: trajectories 1e-5 relative
@@ -93,6 +97,10 @@ def test_fused_cpu_kernel_keeps_the_step_exact_to_float32_rounding(noise):
     from nado.twin import _fast
     if torch.float32 not in _fast._FUSED_DTYPES:
         pytest.skip("this torch build has no oneDNN fused linear: only the plain kernels run")
+    monkeypatch.setattr(_fast, "_MKL_TUNED", mkl_tuned)
+    real, calls = torch.ops.mkldnn._linear_pointwise, []
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise",
+                        lambda *a: calls.append(a[3]) or real(*a))
     twin = _random_sde("euler", 5, delays="learned").requires_grad_(False)
     gen = torch.Generator().manual_seed(4)
     u0 = torch.rand(64, 30, 1, generator=gen) * 2 - 1
@@ -109,10 +117,26 @@ def test_fused_cpu_kernel_keeps_the_step_exact_to_float32_rounding(noise):
         return z.double(), g.double()
 
     z64, g64 = run(torch.float64)
+    assert not calls                                        # float64: the plain kernels only
     z32, g32 = run(torch.float32)
+    # per step 2 (ODE) or 4 (SDE) fused hidden layers; the plain layers join them without MKL
+    assert calls.count("sigmoid") == 30 * (4 if noise else 2)
+    assert calls.count("none") == (0 if mkl_tuned else 30 * (2 if noise else 1) + 30 * (6 if noise else 3))
     assert z64.std() > 0.1 and g64.abs().max() > 0
     assert (z32 - z64).abs().max() <= 5e-5 * z64.abs().max()
     assert (g32 - g64).abs().max() <= 1e-3 * g64.abs().max()
+
+
+def test_mkl_kernels_are_kept_only_where_mkl_runs_its_tuned_code(monkeypatch):
+    """MKL picks its kernels by CPU vendor (tuned on Intel, generic elsewhere); an unknown vendor
+    keeps the kernels measured on Intel."""
+    from nado.twin import _fast
+    if not torch.backends.mkl.is_available():
+        pytest.skip("this torch build has no MKL")
+    for vendor, tuned in (("GenuineIntel", True), ("AuthenticAMD", False), ("HygonGenuine", False),
+                          (None, True)):
+        monkeypatch.setattr(_fast, "cpu_vendor", lambda v=vendor: v)
+        assert _fast._mkl_tuned_here() is tuned
 
 
 def test_fused_cpu_kernel_is_used_only_where_it_runs_and_is_right(monkeypatch):

@@ -83,6 +83,19 @@ two side by side (``results/mnist_nra/RUN.md``), where the one-thread figure app
 backward's sigmoid derivative into the matmul as a oneDNN binary post-op (it needs
 ``s (1 - s)`` stored by the forward; that pass costs 0.79 ms per network and layer, the fusion
 saves 0.65 ms).
+
+A third CPU (2026-12-07, session 11: a 2-core AMD EPYC, Zen 3, AVX2 only, quiet): MKL runs
+generic kernels on it (it picks kernels by CPU vendor), and the twin's skinny matmuls ran 1.6-5x
+slower in ``mm`` than in oneDNN (one thread, 25,600 rows: 64 -> 8 of the backward 2.17 ms against
+0.44 ms, the 64 -> 11 diffusion head 3.35 against 0.85, 64 -> 19 1.75 against 1.08, the 64 x 64
+layer 2.79 against 2.48); with MKL's vendor check overridden for the measurement ``mm`` was the
+faster everywhere (0.36 ms, 0.65, 1.01, 2.18). Profile of the training step there before the
+change (one thread, two steps): ``mm`` 44 %, the fused kernels 29 %, ``addmm`` 6 %,
+``sigmoid_backward`` 5 %, Brownian increments 2.7 %, ``softplus`` 2.2 %. Since then every twin
+matmul of the frozen-twin sequence runs in oneDNN on such a CPU (:mod:`nado.twin._fast`): the
+training step 1.17x with one thread, 1.10x with two (medians of 12 and 20 interleaved rounds,
+parameter gradients equal to 8e-7). bfloat16 is emulated there and 16x slower than float32
+(``precision = "auto"`` takes float32).
 """
 from __future__ import annotations
 

@@ -37,7 +37,11 @@ oneDNN matmul + bias + sigmoid and the diffusion's output layer computes only it
 columns: measured against the ``bmm`` chain above (2026-12-07, Intel Xeon 2.8 GHz, interleaved
 rounds, identical gradients to 1e-7), the 200 x 128 x 40 twin layer's forward + backward 1.16x
 with one thread and 1.06x with two, the MNIST network's training step 1.17x and 1.05x (two
-threads scale poorly on that machine whatever the kernel). Otherwise (fitting: weight
+threads scale poorly on that machine whatever the kernel). Where MKL runs generic code (an AMD
+CPU, :func:`_mkl_tuned_here`) the output layers and the backward's products are oneDNN matmuls
+too: on a 2-core AMD EPYC (Zen 3, AVX2) the MNIST training step 1.17x with one thread and 1.10x
+with two, the twin layer 1.09x and 1.05x (medians of 12-20 interleaved rounds, 2026-12-07);
+on Intel CPUs nothing changes. Otherwise (fitting: weight
 gradients; ``compile=True``) each step is :func:`_step` under ordinary autograd. The
 step frees and allocates ~10 MB blocks by the hundred; the ``nado`` command (not this library)
 keeps glibc from returning them to the kernel (:mod:`nado.cli._malloc`).
@@ -53,7 +57,7 @@ import torch
 from torch import Tensor
 
 from ._packed import Diffusion, Packed
-from .precision import current_matmul_dtype
+from .precision import cpu_vendor, current_matmul_dtype
 
 
 def _layout(p: Packed, n_in: int, n_aux: int):
@@ -225,6 +229,9 @@ class _Sequence(torch.autograd.Function):
         bsz, mdt = gz.shape[0], acts[0].dtype              # the matmul dtype of the forward
         c = m.shape[0]
         mt = m.t().contiguous()             # contiguous: a transposed view is ~2x slower here
+        mul = _BackwardMatmul(gz.device, mdt)      # x @ w by the kernel this CPU runs best
+        outs, wts, w1s = ([mul.right(w) for w in outs], [[mul.right(w) for w in ws] for ws in wts],
+                          [mul.right(w) for w in w1s])
         g = gz.new_zeros(bsz, c)
         gu = gz.new_zeros(bsz, steps, n_in)
         for t in range(steps - 1, -1, -1):
@@ -235,12 +242,12 @@ class _Sequence(torch.autograd.Function):
                 g[:, :n_in] = 0.0
             g_new = torch.mm(g, mt)
             go = [g.to(mdt)] + ([(g[:, c - nw:] * d[t]).to(mdt)] if d is not None else [])
-            gh = [torch.mm(go_q, w) for go_q, w in zip(go, outs)]
+            gh = [mul(go_q, w) for go_q, w in zip(go, outs)]
             for i in range(nl - 1, -1, -1):
-                gh = [torch.mm(_sigmoid_backward_(gh[q], a[(i + 1) * groups + q]), wts[i][q])
+                gh = [mul(_sigmoid_backward_(gh[q], a[(i + 1) * groups + q]), wts[i][q])
                       for q in range(groups)]
             for q in range(groups):
-                g_new[:, :k] += torch.mm(_sigmoid_backward_(gh[q], a[q]), w1s[q])
+                g_new[:, :k] += mul(_sigmoid_backward_(gh[q], a[q]), w1s[q])
             g = g_new
         return (gu, g, None, None, None, None, None, None) + (None,) * (2 * nl)
 
@@ -294,6 +301,22 @@ def _fused_cpu_dtypes() -> tuple:
 _FUSED_DTYPES = _fused_cpu_dtypes()
 
 
+def _mkl_tuned_here() -> bool:
+    """Whether torch's CPU matmul (``mm``/``addmm``: MKL) runs tuned kernels on this CPU. MKL picks
+    its kernels by the CPU's vendor: on Intel CPUs the tuned ones, elsewhere (AMD) generic code.
+    Measured on a 2-core AMD EPYC (Zen 3, AVX2; 2026-12-07, one thread, 25,600 rows, float32):
+    ``mm`` ran the twin's skinny matmuls at 11-36 GFLOP/s (64 -> 8 of the backward 2.2 ms, 64 ->
+    11 of the diffusion head 3.4 ms) where oneDNN's matmul ran them at 42-69 (0.44 ms, 0.85 ms);
+    with MKL's vendor check overridden (``LD_PRELOAD`` of ``mkl_serv_intel_cpu_true`` returning
+    1, for the measurement only) ``mm`` ran them at 55-96, faster than oneDNN. True (MKL's
+    kernels kept) on Intel or an unknown vendor, the case the plain kernels were measured on."""
+    vendor = cpu_vendor()
+    return not torch.backends.mkl.is_available() or vendor in (None, "GenuineIntel")
+
+
+_MKL_TUNED = _mkl_tuned_here()
+
+
 def _dense(x: Tensor, w: Tensor, b: Tensor | None, sigmoid: bool = False) -> Tensor:
     """``x @ w.T + b`` (x (B, in), w (out, in), b (out,) or None), then ``sigmoid`` if asked.
 
@@ -303,14 +326,33 @@ def _dense(x: Tensor, w: Tensor, b: Tensor | None, sigmoid: bool = False) -> Ten
     activations are written once, while still in cache, instead of a matmul, a bias broadcast
     and a sigmoid pass over 6.5 MB each. Measured (2026-12-07, Intel Xeon 2.8 GHz, one thread,
     25,600 x 64 @ 64 x 64): 2.9 ms against 3.7 ms for ``addmm`` + ``sigmoid_``; for the output
-    layers (no sigmoid) MKL's ``mm`` is as fast or faster (64 -> 18: 1.0 ms against 1.4 ms), so
-    they take the plain path. Elsewhere (CUDA, float64, a torch without oneDNN): ``addmm``/``mm``
-    + in-place sigmoid.
+    layers (no sigmoid) MKL's ``mm`` is as fast or faster there (64 -> 18: 1.0 ms against 1.4 ms),
+    so on such a CPU they take the plain path; where MKL runs generic code
+    (:func:`_mkl_tuned_here`: AMD) they are oneDNN matmuls too. Elsewhere (CUDA, float64, a torch
+    without oneDNN): ``addmm``/``mm`` + in-place sigmoid.
     """
-    if sigmoid and x.device.type == "cpu" and x.dtype in _FUSED_DTYPES:
-        return torch.ops.mkldnn._linear_pointwise(x, w, b, "sigmoid", [], "")
+    if (sigmoid or not _MKL_TUNED) and x.device.type == "cpu" and x.dtype in _FUSED_DTYPES:
+        return torch.ops.mkldnn._linear_pointwise(x, w, b, "sigmoid" if sigmoid else "none", [], "")
     out = torch.mm(x, w.t()) if b is None else torch.addmm(b, x, w.t())
     return out.sigmoid_() if sigmoid else out
+
+
+class _BackwardMatmul:
+    """``x @ w`` for the backward's products (x (B, out), w (out, in) as the forward keeps it),
+    by the kernel :func:`_dense` would take for a plain layer: MKL's ``mm`` on the contiguous
+    ``w``, or oneDNN's matmul (where MKL runs generic code), which wants ``w`` as ``(in, out)``:
+    ``right(w)`` prepares each weight once per backward, calling the object multiplies."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype):
+        self.onednn = not _MKL_TUNED and device.type == "cpu" and dtype in _FUSED_DTYPES
+
+    def right(self, w: Tensor) -> Tensor:
+        return w.t().contiguous() if self.onednn else w
+
+    def __call__(self, x: Tensor, w: Tensor) -> Tensor:
+        if self.onednn:
+            return torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
+        return torch.mm(x, w)
 
 
 _COMPILED: dict = {}

@@ -74,16 +74,26 @@ def native_bfloat16(device: torch.device | str = "cpu") -> bool:
     return bool(_cpu_flags() & _CPU_BF16_FLAGS)
 
 
-def _cpu_flags() -> set[str]:
+def _cpuinfo(*keys: str) -> str | None:
+    """The first value of one of ``keys`` in Linux's ``/proc/cpuinfo``; None where it cannot be read."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    return set(value.split())
+                if key.strip() in keys:
+                    return value.strip()
     except OSError:
         pass
-    return set()
+    return None
+
+
+def _cpu_flags() -> set[str]:
+    return set((_cpuinfo("flags", "Features") or "").split())
+
+
+def cpu_vendor() -> str | None:
+    """The CPU's vendor string (``"GenuineIntel"``, ``"AuthenticAMD"``, ...); None where unknown."""
+    return _cpuinfo("vendor_id")
 
 
 def resolve_precision(name: str, device: torch.device | str = "cpu") -> str:
