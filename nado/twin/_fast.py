@@ -229,9 +229,12 @@ class _Sequence(torch.autograd.Function):
         bsz, mdt = gz.shape[0], acts[0].dtype              # the matmul dtype of the forward
         c = m.shape[0]
         mt = m.t().contiguous()             # contiguous: a transposed view is ~2x slower here
-        mul = _BackwardMatmul(gz.device, mdt)      # x @ w by the kernel this CPU runs best
-        outs, wts, w1s = ([mul.right(w) for w in outs], [[mul.right(w) for w in ws] for ws in wts],
-                          [mul.right(w) for w in w1s])
+        onednn = _onednn(gz.device, mdt, sigmoid=False)
+
+        def lin(w):         # x @ w is _dense(x, w^T): w^T contiguous where oneDNN multiplies
+            return w.t().contiguous() if onednn else w.t()   # else a view: MKL gets w itself
+
+        outs, w1s, wts = [lin(w) for w in outs], [lin(w) for w in w1s], [[lin(w) for w in ws] for ws in wts]
         g = gz.new_zeros(bsz, c)
         gu = gz.new_zeros(bsz, steps, n_in)
         for t in range(steps - 1, -1, -1):
@@ -242,12 +245,12 @@ class _Sequence(torch.autograd.Function):
                 g[:, :n_in] = 0.0
             g_new = torch.mm(g, mt)
             go = [g.to(mdt)] + ([(g[:, c - nw:] * d[t]).to(mdt)] if d is not None else [])
-            gh = [mul(go_q, w) for go_q, w in zip(go, outs)]
+            gh = [_dense(go_q, w, None) for go_q, w in zip(go, outs)]
             for i in range(nl - 1, -1, -1):
-                gh = [mul(_sigmoid_backward_(gh[q], a[(i + 1) * groups + q]), wts[i][q])
+                gh = [_dense(_sigmoid_backward_(gh[q], a[(i + 1) * groups + q]), wts[i][q], None)
                       for q in range(groups)]
             for q in range(groups):
-                g_new[:, :k] += mul(_sigmoid_backward_(gh[q], a[q]), w1s[q])
+                g_new[:, :k] += _dense(_sigmoid_backward_(gh[q], a[q]), w1s[q], None)
             g = g_new
         return (gu, g, None, None, None, None, None, None) + (None,) * (2 * nl)
 
@@ -317,6 +320,11 @@ def _mkl_tuned_here() -> bool:
 _MKL_TUNED = _mkl_tuned_here()
 
 
+def _onednn(device: torch.device, dtype: torch.dtype, sigmoid: bool) -> bool:
+    """Whether :func:`_dense` runs a layer (with or without its sigmoid) as a oneDNN kernel."""
+    return (sigmoid or not _MKL_TUNED) and device.type == "cpu" and dtype in _FUSED_DTYPES
+
+
 def _dense(x: Tensor, w: Tensor, b: Tensor | None, sigmoid: bool = False) -> Tensor:
     """``x @ w.T + b`` (x (B, in), w (out, in), b (out,) or None), then ``sigmoid`` if asked.
 
@@ -331,28 +339,10 @@ def _dense(x: Tensor, w: Tensor, b: Tensor | None, sigmoid: bool = False) -> Ten
     (:func:`_mkl_tuned_here`: AMD) they are oneDNN matmuls too. Elsewhere (CUDA, float64, a torch
     without oneDNN): ``addmm``/``mm`` + in-place sigmoid.
     """
-    if (sigmoid or not _MKL_TUNED) and x.device.type == "cpu" and x.dtype in _FUSED_DTYPES:
+    if _onednn(x.device, x.dtype, sigmoid):
         return torch.ops.mkldnn._linear_pointwise(x, w, b, "sigmoid" if sigmoid else "none", [], "")
     out = torch.mm(x, w.t()) if b is None else torch.addmm(b, x, w.t())
     return out.sigmoid_() if sigmoid else out
-
-
-class _BackwardMatmul:
-    """``x @ w`` for the backward's products (x (B, out), w (out, in) as the forward keeps it),
-    by the kernel :func:`_dense` would take for a plain layer: MKL's ``mm`` on the contiguous
-    ``w``, or oneDNN's matmul (where MKL runs generic code), which wants ``w`` as ``(in, out)``:
-    ``right(w)`` prepares each weight once per backward, calling the object multiplies."""
-
-    def __init__(self, device: torch.device, dtype: torch.dtype):
-        self.onednn = not _MKL_TUNED and device.type == "cpu" and dtype in _FUSED_DTYPES
-
-    def right(self, w: Tensor) -> Tensor:
-        return w.t().contiguous() if self.onednn else w
-
-    def __call__(self, x: Tensor, w: Tensor) -> Tensor:
-        if self.onednn:
-            return torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
-        return torch.mm(x, w)
 
 
 _COMPILED: dict = {}
