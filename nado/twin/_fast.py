@@ -311,8 +311,9 @@ def _mkl_tuned_here() -> bool:
     ``mm`` ran the twin's skinny matmuls at 11-36 GFLOP/s (64 -> 8 of the backward 2.2 ms, 64 ->
     11 of the diffusion head 3.4 ms) where oneDNN's matmul ran them at 42-69 (0.44 ms, 0.85 ms);
     with MKL's vendor check overridden (``LD_PRELOAD`` of ``mkl_serv_intel_cpu_true`` returning
-    1, for the measurement only) ``mm`` ran them at 55-96, faster than oneDNN. True (MKL's
-    kernels kept) on Intel or an unknown vendor, the case the plain kernels were measured on."""
+    1, for the measurement only) ``mm`` ran them at 55-96, faster than oneDNN. True (``mm`` kept)
+    on Intel or an unknown vendor, the case the plain kernels were measured on, and where torch
+    has no MKL (``mm`` is then another BLAS, not measured here)."""
     vendor = cpu_vendor()
     return not torch.backends.mkl.is_available() or vendor in (None, "GenuineIntel")
 
