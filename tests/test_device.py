@@ -320,18 +320,24 @@ def test_the_audit_catches_a_host_tensor_in_a_device_step():
     assert bad.off and not good.off and good.ops >= 3
 
 
-@pytest.mark.parametrize("path", ["frozen", "trainable", "general", "substeps"])
+@pytest.mark.parametrize("path", ["frozen", "trainable", "general", "substeps", "evaluation"])
 def test_twin_integration_keeps_to_the_device(path):
     """Forward and backward of each integration path (the networks' frozen-twin sequence with its
-    hand-written backward, the fits' autograd step, the general path, substeps) on a device: not
-    one op reads or makes a tensor elsewhere."""
+    hand-written backward, the fits' autograd step, the general path, substeps; a frozen twin
+    without gradients, forward only) on a device: not one op reads or makes a tensor elsewhere."""
     from nado.twin.integrate import integrate
     twin = _nra_like_twin(substeps=2 if path == "substeps" else 1).to("meta")
-    if path == "frozen":
+    if path in ("frozen", "evaluation"):
         twin.requires_grad_(False)
     u = torch.zeros(64, 12, 1, device="meta", requires_grad=True)
     y0 = torch.zeros(64, 6, device="meta")
     dw = torch.zeros(12 * (2 if path == "substeps" else 1), 64, 11, device="meta")
+    if path == "evaluation":
+        with DeviceAudit("meta") as audit, torch.no_grad():
+            z = integrate(twin.packed(True), u, y0, method="euler", dw=dw)
+        assert z.shape == (64, 12, 1) and z.grad_fn is None
+        assert audit.ops > 100 and audit.off == [], audit.off[:5]
+        return
     with DeviceAudit("meta") as audit:
         z = integrate(twin.packed(True), u, y0, method="euler", dw=dw,
                       fast=path != "general", substeps=2 if path == "substeps" else 1)

@@ -72,6 +72,9 @@ def test_packed_euler_step_equals_general_step_in_float64(delays, n_delay, n_obs
         results.append((z, grads))
     (za, ga), (zb, gb) = results
     assert za.shape == zb.shape == (16, 9, n_obs)
+    with torch.no_grad():                     # a frozen twin without gradients: the same loop
+        zn = integrate(twin.packed(noise), u, y0, method="euler", dw=dw)
+    assert torch.equal(zn, za) if frozen else torch.allclose(zn, za, rtol=1e-10, atol=1e-10)
     assert torch.allclose(za, zb, rtol=1e-10, atol=1e-10)
     for a, b in zip(ga, gb):
         if b is None:
@@ -122,6 +125,12 @@ def test_fused_cpu_kernel_keeps_the_step_exact_to_float32_rounding(noise, mkl_tu
     # per step 2 (ODE) or 4 (SDE) fused hidden layers; the plain layers join them without MKL
     assert calls.count("sigmoid") == 30 * (4 if noise else 2)
     assert calls.count("none") == (0 if mkl_tuned else 30 * (2 if noise else 1) + 30 * (6 if noise else 3))
+    calls.clear()                # without gradients (evaluation): the same kernels, forward only
+    with torch.no_grad():
+        zn = integrate(twin.to(torch.float32).packed(noise), u0, y0, method="euler", dw=dw)
+    assert calls.count("sigmoid") == 30 * (4 if noise else 2)
+    assert calls.count("none") == (0 if mkl_tuned else 30 * (2 if noise else 1))
+    assert torch.equal(zn.double(), z32)
     assert z64.std() > 0.1 and g64.abs().max() > 0
     assert (z32 - z64).abs().max() <= 5e-5 * z64.abs().max()
     assert (g32 - g64).abs().max() <= 1e-3 * g64.abs().max()
@@ -374,6 +383,8 @@ def test_bfloat16_matmuls_keep_trajectories_and_gradients_of_a_frozen_twin():
     z_same, g_same, _ = run("float32")
     zbf, gbf, bbf = run("bfloat16")
     assert torch.equal(z32, z_same) and torch.equal(g32, g_same)
+    with torch.no_grad(), matmul_precision("bfloat16"):    # no gradient path: float32 exactly
+        assert torch.equal(integrate(twin.packed(True), u0, y0, method="euler", dw=dw), z32)
     assert z32.std() > 0.3 and zbf.dtype == torch.float32
     err = (zbf - z32).abs()
     assert err.pow(2).mean().sqrt() < 0.01 * z32.std() and err.max() < 0.05 * z32.std()
