@@ -52,9 +52,10 @@ step frees and allocates ~10 MB blocks by the hundred; the ``nado`` command (not
 keeps glibc from returning them to the kernel (:mod:`nado.cli._malloc`).
 
 Precision. Inside :func:`nado.twin.precision.matmul_precision` (``[train] precision``), the
-frozen-twin sequence runs its MLP matmuls and keeps its saved activations in that dtype
-(bfloat16: half the saved bytes), while ``y``, ``M``, the noise and the gradient w.r.t. ``y``
-stay in float32; see :mod:`nado.twin.precision`.
+frozen-twin sequence with gradients runs its MLP matmuls and keeps its saved activations in that
+dtype (bfloat16: half the saved bytes), while ``y``, ``M``, the noise and the gradient w.r.t. ``y``
+stay in float32; without gradients it runs in ``y``'s dtype (the scope stated in
+:mod:`nado.twin.precision`).
 """
 from __future__ import annotations
 
